@@ -1,0 +1,159 @@
+"""Tasks as data: each task is one YAML file in this folder (or a user's own file).
+
+A task says where its examples live, how a record becomes the model's input, what
+the label's normal form is, how a teacher's raw continuation is parsed into
+(rationale, label), and which metric scores predictions. Nothing in the library
+branches on a task's name: adding a task means adding a YAML file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BUILTIN_DIR = Path(__file__).parent
+NORMALIZERS = ("text", "equation", "none")
+METRICS = ("exact", "equation")
+
+
+class TaskError(ValueError):
+    """A task definition is missing, unknown or malformed."""
+
+
+@dataclass
+class ParserSpec:
+    """How a teacher continuation becomes (rationale, label)."""
+
+    cut_at: list[str] = field(default_factory=lambda: ["\n\nQ:", "\nQ:"])
+    """The continuation is cut at the first of these markers (the LLM often runs on
+    into an invented next few-shot example)."""
+    pattern: str = r"(?s)^(?P<rationale>.*?)\s*So the answer is:?\s*(?P<label>.+?)\s*\.?\s*$"
+    """Regular expression with named groups ``rationale`` and ``label`` (optionally
+    ``letter`` for multiple choice), searched in the cut text."""
+
+    def __post_init__(self) -> None:
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as error:
+            raise TaskError(f"parser pattern is not a valid regular expression: {error}") from None
+        if "label" not in compiled.groupindex:
+            raise TaskError("parser pattern needs a named group (?P<label>...)")
+
+
+@dataclass
+class Task:
+    """One task's definition; see the built-in YAML files for examples."""
+
+    name: str
+    """Short name used on the command line and in run folders."""
+    files: dict[str, str]
+    """Split name -> file (JSONL, JSON lines, JSON list or CSV). ``{data}`` expands to
+    the benchmark data folder; other relative paths are relative to the YAML file."""
+    input_template: str = "{input}"
+    """``str.format`` template over a record's fields, e.g. ``{premise}\\n{hypothesis}``."""
+    label_field: str | None = None
+    """Field holding the gold label; ``None`` for unlabeled data."""
+    description: str = ""
+    validation: dict[str, Any] | None = None
+    """``{from: train, fraction: 0.1, seed: 0}`` carves validation from a split when
+    the files have none."""
+    id_field: str | None = None
+    """Field with a stable example id; otherwise ``<split>-<row>``."""
+    label_map: dict[Any, str] | None = None
+    """Maps stored label values (e.g. 0/1/2) to label text."""
+    labels: list[str] | None = None
+    """Closed label set, or ``None`` for free text."""
+    choices_field: str | None = None
+    """Field with per-example answer choices (multiple choice)."""
+    normalize: str = "text"
+    """Label normal form: ``text`` (lower case, single spaces, no final period),
+    ``equation`` (single spaces) or ``none``."""
+    metric: str = "exact"
+    """``exact`` (normalised match) or ``equation`` (same arithmetic value)."""
+    max_label_tokens: int = 32
+    """Generation budget for a label."""
+    human_rationale_field: str | None = None
+    """Field with a human-written rationale, where the dataset has one."""
+    parser: ParserSpec = field(default_factory=ParserSpec)
+    teacher_outputs: dict[str, list[str]] = field(default_factory=dict)
+    """Split -> stored teacher continuation files (JSON lists aligned with the rows),
+    for the replay teacher. ``{0..9}`` expands to ten files."""
+    demonstrations: list[dict[str, str]] = field(default_factory=list)
+    """Few-shot examples (input, rationale, label) for prompting a live teacher."""
+    source: str = ""
+    """Where this definition was read from."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.parser, dict):
+            self.parser = ParserSpec(**self.parser)
+        if self.normalize not in NORMALIZERS:
+            raise TaskError(f"task {self.name}: normalize must be one of {NORMALIZERS}")
+        if self.metric not in METRICS:
+            raise TaskError(f"task {self.name}: metric must be one of {METRICS}")
+        if "train" not in self.files and "test" not in self.files:
+            raise TaskError(f"task {self.name}: files must name at least a train or test split")
+        if self.labels is not None:
+            self.labels = [normalize_label(str(label), self.normalize) for label in self.labels]
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+
+def normalize_label(label: str, how: str) -> str:
+    """The label's normal form used for comparison and as training target."""
+    label = " ".join(label.split())
+    if how == "text":
+        label = label.lower().rstrip(".").strip()
+    return label
+
+
+def builtin_names() -> list[str]:
+    return sorted(path.stem for path in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_task(name_or_path: str | Path) -> Task:
+    """A built-in task by name, or a custom task from a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise TaskError(f"task file not found: {path}")
+    else:
+        path = BUILTIN_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise TaskError(
+                f"unknown task {str(name_or_path)!r}; choose one of {', '.join(builtin_names())} "
+                "or give the path of a task YAML file"
+            )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise TaskError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise TaskError(f"{path}: a task file must be a mapping of fields")
+    return task_from_dict(raw, source=str(path.resolve()))
+
+
+def task_from_dict(raw: dict[str, Any], source: str = "") -> Task:
+    raw = dict(raw)
+    known = {f.name for f in fields(Task)}
+    # Shortcut for custom tasks: input_fields: [question, context] -> a template.
+    if "input_fields" in raw:
+        input_fields = raw.pop("input_fields")
+        if isinstance(input_fields, str):
+            input_fields = [input_fields]
+        raw.setdefault("input_template", "\n".join(f"{{{name}}}" for name in input_fields))
+    if raw.get("labels") == "free text":
+        raw["labels"] = None
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise TaskError(f"{source or 'task'}: unknown field(s) {unknown}; known: {sorted(known)}")
+    for required in ("name", "files"):
+        if required not in raw:
+            raise TaskError(f"{source or 'task'}: missing required field {required!r}")
+    raw["source"] = source
+    return Task(**raw)

@@ -1,0 +1,69 @@
+"""Teachers: one small interface, backends behind a lazy registry.
+
+A teacher turns prompts into raw continuations. Backends live one per file and are
+imported only when chosen, so the OpenAI-compatible and local-model backends add no
+import cost (and no dependency) to users of the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..data import Example
+from ..tasks import Task
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call to a teacher: the prompt for one example, and which sample it is."""
+
+    example: Example
+    prompt: str
+    sample: int = 0
+
+
+@dataclass
+class Completion:
+    """A teacher's answer to one request: the raw text, or an error saying why not."""
+
+    request: Request
+    text: str | None
+    error: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class Teacher(Protocol):
+    """The one method every backend implements."""
+
+    name: str
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
+        """Yield one completion per request (in any order), as each one is ready."""
+        ...
+
+
+# name -> "module:class"; imported on first use.
+BACKENDS: dict[str, str] = {
+    "replay": "stepdistill.teachers.replay:ReplayTeacher",
+}
+# Friendly names for a backend with preset options.
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "palm-replay": ("replay", {}),
+}
+
+
+def teacher_names() -> list[str]:
+    return sorted(set(BACKENDS) | set(ALIASES))
+
+
+def load_teacher(name: str, task: Task, **options: Any) -> Teacher:
+    """Build a teacher by backend name (or alias) for a task."""
+    backend, preset = ALIASES.get(name, (name, {}))
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(teacher_names())}")
+    module_name, class_name = BACKENDS[backend].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(task=task, **{**preset, **options})
