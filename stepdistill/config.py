@@ -1,0 +1,172 @@
+"""Training configuration: one typed dataclass, loadable from YAML, with dotted overrides.
+
+Unknown keys are errors; the resolved configuration is saved in every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODES = ("standard", "distill", "dss", "single")
+LABEL_SOURCES = ("gold", "teacher")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or invalid."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run."""
+
+    task: str = "svamp"
+    """Built-in task name or path of a task YAML file."""
+    mode: str = "dss"
+    """standard (gold labels) | distill (teacher labels) | dss (label + rationale,
+    multi-task) | single (one target: rationale then label)."""
+    student: str = "smollm2-135m"
+    """Built-in student, local HF model folder, or hub id."""
+    teacher: str = "palm-replay"
+    """Teacher whose rationales (and labels, for distill) are used."""
+    annotations: str | None = None
+    """Folder of a rationale dataset from ``annotate``; made with ``teacher`` if not given."""
+    label_source: str = "gold"
+    """For dss / single: train the label task on gold or teacher labels (the unlabeled setting)."""
+    rationale_weight: float = 1.0
+    """λ in loss = L_label + λ·L_rationale (dss)."""
+    epochs: float = 5.0
+    """Passes over the training examples (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Optimizer steps; overrides epochs."""
+    batch_size: int = 16
+    """Examples per optimizer step (a dss example contributes a label and a rationale row)."""
+    micro_batch_tokens: int = 4096
+    """Upper bound on padded tokens per forward pass; a step is split into as many
+    length-sorted micro-batches as needed (the gradient is the same)."""
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    max_input_tokens: int = 256
+    max_rationale_tokens: int = 128
+    train_fraction: float = 1.0
+    """Fraction of the training split to use (a fixed subsample per seed)."""
+    train_limit: int | None = None
+    """Use at most this many training examples (after train_fraction)."""
+    eval_limit: int | None = None
+    """Evaluate on at most this many validation / test examples (for quick checks)."""
+    evals_per_epoch: int = 1
+    """Validation evaluations per epoch; the best-on-validation weights are kept."""
+    eval_batch_size: int = 32
+    seed: int = 0
+    bf16: bool = True
+    """Compute in bf16 (much faster on CPUs with bf16 instructions); the optimizer keeps
+    fp32 master weights and the saved model is fp32."""
+    threads: int | None = None
+    """torch intra-op threads (default: all cores)."""
+    output_dir: str = "runs"
+    """Parent folder of run folders."""
+    run_name: str | None = None
+    data_dir: str | None = None
+    """Benchmark data folder (default $STEPDISTILL_DATA, else ../shared/data)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.label_source not in LABEL_SOURCES:
+            raise ConfigError(f"label_source must be one of {LABEL_SOURCES}")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError("train_fraction must be in (0, 1]")
+        if self.batch_size < 1 or self.learning_rate <= 0 or self.rationale_weight < 0:
+            raise ConfigError("batch_size >= 1, learning_rate > 0 and rationale_weight >= 0 are required")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError("epochs must be > 0 (or set max_steps)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under each field (read from the source, for --help)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    """Turn a YAML / command-line value into the field's type."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{name} cannot be empty")
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            if option is bool:
+                if isinstance(value, bool):
+                    return value
+                if str(value).lower() in ("true", "1", "yes"):
+                    return True
+                if str(value).lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError
+            if option is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return option(value)
+        except (TypeError, ValueError):
+            continue
+    raise ConfigError(f"{name}: {value!r} is not a valid {annotation}")
+
+
+def make_config(values: dict[str, Any]) -> TrainConfig:
+    """A config from a flat mapping; unknown keys are an error."""
+    known = typing.get_type_hints(TrainConfig)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; known keys: {', '.join(known)}")
+    coerced = {key: _coerce(key, known[key], value) for key, value in values.items()}
+    return TrainConfig(**coerced)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file (optional) then overrides, later wins."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping")
+        values.update(loaded)
+    values.update(overrides or {})
+    return make_config(values)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "learning_rate=3e-4"]`` -> a mapping (dotted keys are flattened to
+    the last part, since the config is flat: ``train.epochs=3`` works too)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        result[key.strip().split(".")[-1].replace("-", "_")] = yaml.safe_load(value)
+    return result
+
+
+__all__ = ["TrainConfig", "ConfigError", "load_config", "make_config", "parse_overrides", "MODES", "field"]

@@ -1,0 +1,387 @@
+"""Student stage: fine-tune a small model on labels, and (DSS) on rationales too.
+
+Modes (the paper's Table 2 / Section 4):
+  standard  [label] x -> gold label                      loss = L_label
+  distill   [label] x -> teacher label                   loss = L_label
+  dss       [label] x -> label, [rationale] x -> r       loss = L_label + λ·L_rationale
+  single    [label] x -> "r\\nAnswer: label" (one target) loss = L_label
+
+Each loss term is the mean cross-entropy over that task's target tokens in the step.
+The paper's code weighs α·L_label + (1-α)·L_rationale with α = 0.5; that is
+(1+λ)^-1 times our loss with λ = (1-α)/α = 1. AdamW is invariant to a constant
+scale of the loss (up to its ε and gradient clipping), so λ = 1 trains like α = 0.5.
+
+Speed on CPU: rows of a step are sorted by length and packed into micro-batches with
+little padding; the LM head runs only at target positions (no full-vocabulary logits
+for the prompt); bf16 compute with fp32 master weights. The gradient equals that of
+the plain two-pass loss.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .annotate import annotate, load_annotations
+from .config import TrainConfig
+from .data import Example, load_splits
+from .encode import (
+    LABEL,
+    LABEL_PREFIX,
+    RATIONALE,
+    RATIONALE_PREFIX,
+    EncodedRow,
+    encode_prompt,
+    encode_target,
+    single_target,
+)
+from .evaluate import predict, score
+from .io import new_run_dir, write_json, write_jsonl
+from .run_folder import save_run_files
+from .tasks import Task, load_task
+
+IGNORE = -100
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainingExample:
+    """An example's label target and (where available) rationale target."""
+
+    example: Example
+    label: str
+    rationale: str | None
+
+
+def training_examples(config: TrainConfig, examples: list[Example], annotations: dict[str, dict[str, Any]]) -> tuple[list[TrainingExample], dict[str, int]]:
+    """Pick each example's targets for the mode; count what had to be skipped and why."""
+    teacher_labels = config.mode == "distill" or (config.mode in ("dss", "single") and config.label_source == "teacher")
+    chosen: list[TrainingExample] = []
+    skipped = {"no_label": 0, "no_rationale": 0}
+    for example in examples:
+        note = annotations.get(example.id, {})
+        label = note.get("teacher_label") if teacher_labels else example.label
+        if label is None:
+            skipped["no_label"] += 1  # e.g. an unparseable teacher output: never guessed
+            continue
+        rationale = note.get("rationale") if config.mode in ("dss", "single") else None
+        if config.mode in ("dss", "single") and not rationale:
+            skipped["no_rationale"] += 1  # still trained on its label
+        chosen.append(TrainingExample(example, label, rationale))
+    return chosen, skipped
+
+
+def encode_example(tokenizer: Any, config: TrainConfig, item: TrainingExample, seq2seq: bool) -> list[EncodedRow]:
+    """The rows one example contributes to a step (two for dss)."""
+    text = item.example.input
+
+    def row(prefix: str, target: str, kind: int, max_target: int) -> EncodedRow:
+        return EncodedRow(
+            encode_prompt(tokenizer, prefix, text, config.max_input_tokens, seq2seq),
+            encode_target(tokenizer, target, max_target),
+            kind,
+        )
+
+    if config.mode == "single":
+        target = single_target(item.rationale, item.label)
+        return [row(LABEL_PREFIX, target, LABEL, config.max_rationale_tokens + 64)]
+    rows = [row(LABEL_PREFIX, item.label, LABEL, 64)]
+    if config.mode == "dss" and item.rationale:
+        rows.append(row(RATIONALE_PREFIX, item.rationale, RATIONALE, config.max_rationale_tokens))
+    return rows
+
+
+def micro_batches(rows: list[EncodedRow], token_budget: int, seq2seq: bool) -> list[list[EncodedRow]]:
+    """Length-sorted groups whose padded size stays under the budget: little padding,
+    bounded memory, and the same gradient as one big batch."""
+    def length(r: EncodedRow) -> int:
+        return max(len(r.prompt), len(r.target)) if seq2seq else len(r.prompt) + len(r.target)
+
+    groups: list[list[EncodedRow]] = []
+    current: list[EncodedRow] = []
+    for row in sorted(rows, key=length):
+        if current and length(row) * (len(current) + 1) > token_budget:
+            groups.append(current)
+            current = []
+        current.append(row)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def collate(rows: list[EncodedRow], pad: int, seq2seq: bool) -> dict[str, Any]:
+    """Right-padded tensors; ``labels`` hold the target token ids (IGNORE elsewhere) and
+    ``kinds`` say which loss term each row feeds."""
+    import torch
+
+    if seq2seq:
+        width = max(len(r.prompt) for r in rows)
+        target_width = max(len(r.target) for r in rows)
+        return {
+            "input_ids": torch.tensor([r.prompt + [pad] * (width - len(r.prompt)) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r.prompt) + [0] * (width - len(r.prompt)) for r in rows]),
+            "labels": torch.tensor([r.target + [IGNORE] * (target_width - len(r.target)) for r in rows]),
+            "kinds": torch.tensor([r.kind for r in rows]),
+        }
+    width = max(len(r.prompt) + len(r.target) for r in rows)
+    ids, mask, labels = [], [], []
+    for r in rows:
+        sequence = r.prompt + r.target
+        padding = width - len(sequence)
+        ids.append(sequence + [pad] * padding)
+        mask.append([1] * len(sequence) + [0] * padding)
+        labels.append([IGNORE] * len(r.prompt) + r.target + [IGNORE] * padding)
+    return {
+        "input_ids": torch.tensor(ids),
+        "attention_mask": torch.tensor(mask),
+        "labels": torch.tensor(labels),
+        "kinds": torch.tensor([r.kind for r in rows]),
+    }
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) -> tuple[Any, Any]:
+    """Cross-entropy of every target token, and the kind (label / rationale) of each."""
+    import torch.nn.functional as F
+
+    labels, kinds = batch["labels"], batch["kinds"]
+    if getattr(model.config, "is_encoder_decoder", False):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+        select = labels != IGNORE
+        return F.cross_entropy(logits[select].float(), labels[select], reduction="none"), kinds[:, None].expand_as(labels)[select]
+    # Decoder-only: position t predicts token t+1.
+    targets = labels[:, 1:]
+    select = targets != IGNORE
+    token_kinds = kinds[:, None].expand_as(targets)[select]
+    if sparse_head and can_use_sparse_head(model):
+        # Run the LM head only where the loss needs it: most positions are prompt.
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[:, :-1][select])
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][select]
+    return F.cross_entropy(logits.float(), targets[select], reduction="none"), token_kinds
+
+
+def can_use_sparse_head(model: Any) -> bool:
+    """Models that post-process logits (soft-capping, scaling) take the plain path."""
+    config = model.config
+    plain = not any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale"))
+    return plain and model.get_output_embeddings() is not None and model.base_model is not model
+
+
+def step_loss(model: Any, groups: list[dict[str, Any]], rationale_weight: float, sparse_head: bool = True, backward: bool = True) -> dict[str, float]:
+    """The paper's multi-task loss over one optimizer step, accumulated over micro-batches:
+
+        loss = L_label + λ · L_rationale
+
+    where each L is the mean token cross-entropy of its task in the whole step, so the
+    sum of the micro-batch losses below is exactly that loss (and its gradient)."""
+    label_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"][:, None] == LABEL)).sum()) for g in groups)
+    rationale_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"][:, None] == RATIONALE)).sum()) for g in groups)
+    totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
+    for group in groups:
+        losses, kinds = token_losses(model, group, sparse_head)
+        label_loss = losses[kinds == LABEL].sum() / max(label_tokens, 1)
+        rationale_loss = losses[kinds == RATIONALE].sum() / max(rationale_tokens, 1)
+        loss = label_loss + rationale_weight * rationale_loss
+        if backward:
+            loss.backward()
+        totals["loss"] += loss.item()
+        totals["label_loss"] += label_loss.item()
+        totals["rationale_loss"] += rationale_loss.item()
+    return totals
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+class MasterWeights:
+    """bf16 compute with fp32 master weights: the model runs in bf16 (faster on CPU than
+    bf16 autocast over fp32 weights, which re-casts every weight in every pass), while
+    the optimizer updates fp32 copies so small updates are not lost to bf16 rounding.
+    With ``enabled=False`` the model's own fp32 parameters are the master weights."""
+
+    def __init__(self, model: Any, enabled: bool):
+        import torch
+
+        self.enabled = enabled
+        self.named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if enabled:
+            self.master = [p.detach().float().clone() for _, p in self.named]
+            model.to(torch.bfloat16)
+        else:
+            self.master = [p for _, p in self.named]
+
+    def gradients_to_master(self) -> None:
+        if self.enabled:
+            for (_, p), master in zip(self.named, self.master, strict=True):
+                master.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+
+    def master_to_model(self) -> None:
+        import torch
+
+        if self.enabled:
+            with torch.no_grad():
+                for (_, p), master in zip(self.named, self.master, strict=True):
+                    p.copy_(master)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: master.detach().clone() for (name, _), master in zip(self.named, self.master, strict=True)}
+
+    def restore(self, model: Any, snapshot: dict[str, Any]) -> None:
+        """Put fp32 weights from a snapshot into the model (in fp32, for saving)."""
+        import torch
+
+        model.float()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in snapshot:
+                    p.copy_(snapshot[name])
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_annotations(config: TrainConfig, task: Task) -> dict[str, dict[str, Any]]:
+    """The teacher's rationales and labels for the training split (made if missing)."""
+    if config.mode == "standard":
+        return {}
+    directory = Path(config.annotations) if config.annotations else Path("annotations") / f"{task.name}-{config.teacher}"
+    if not (directory / "train.jsonl").is_file():
+        if config.annotations:
+            raise FileNotFoundError(f"{directory}/train.jsonl not found: run `stepdistill annotate` first")
+        annotate(task, config.teacher, directory, data=config.data_dir)
+    return load_annotations(directory, "train")
+
+
+def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
+    """Train one student per the config into a new run folder; returns its metrics."""
+    import torch
+
+    from .students import is_seq2seq, load_student
+
+    started = time.time()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    task = load_task(config.task)
+    splits = load_splits(task, config.data_dir)
+    annotations = prepare_annotations(config, task)
+
+    # A fixed subsample per seed, the same for every mode (data-size curves compare like with like).
+    pool = list(splits["train"])
+    random.Random(config.seed).shuffle(pool)
+    pool = pool[: max(1, round(len(pool) * config.train_fraction))]
+    if config.train_limit:
+        pool = pool[: config.train_limit]
+    items, skipped = training_examples(config, pool, annotations)
+    if not items:
+        raise ValueError(f"no training examples for mode {config.mode} (skipped: {skipped})")
+    valid = splits["valid"][: config.eval_limit] if config.eval_limit else splits["valid"]
+    test = splits["test"][: config.eval_limit] if config.eval_limit else splits["test"]
+
+    seed_everything(config.seed)
+    model, tokenizer = load_student(config.student)
+    seq2seq = is_seq2seq(model.config)
+    model.train()
+    pad = tokenizer.pad_token_id
+    encoded = [encode_example(tokenizer, config, item, seq2seq) for item in items]
+
+    steps_per_epoch = math.ceil(len(items) / config.batch_size)
+    total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
+    eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
+    weights = MasterWeights(model, config.bf16)
+    optimizer = torch.optim.AdamW(weights.master, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = round(config.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+
+    run_dir = new_run_dir(config.output_dir, config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    save_run_files(run_dir, config, task)
+    log: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
+    order: list[int] = []
+    real_tokens = 0
+    train_seconds = 0.0
+    rng = random.Random(config.seed)
+    bar = tqdm(range(total_steps), desc=f"train {task.name}/{config.mode}", disable=quiet)
+    for step in bar:
+        if not order:  # a new epoch: a fresh shuffle of the examples
+            order = list(range(len(items)))
+            rng.shuffle(order)
+        batch_ids, order = order[: config.batch_size], order[config.batch_size :]
+        rows = [row for i in batch_ids for row in encoded[i]]
+        groups = [collate(g, pad, seq2seq) for g in micro_batches(rows, config.micro_batch_tokens, seq2seq)]
+        tick = time.time()
+        totals = step_loss(model, groups, config.rationale_weight)
+        weights.gradients_to_master()
+        torch.nn.utils.clip_grad_norm_(weights.master, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        weights.master_to_model()
+        train_seconds += time.time() - tick
+        real_tokens += sum(int(g["attention_mask"].sum()) + (int((g["labels"] != IGNORE).sum()) if seq2seq else 0) for g in groups)
+        log.append({"step": step + 1, **{k: round(v, 5) for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{real_tokens / max(train_seconds, 1e-9):.0f}")
+
+        if (step + 1) % eval_every == 0 or step + 1 == total_steps:
+            predictions = predict(model, tokenizer, task, [e.input for e in valid], config.mode,
+                                  max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
+                                  batch_size=config.eval_batch_size, bf16=config.bf16)
+            accuracy, _ = score(task, valid, predictions)
+            history.append({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "valid_accuracy": accuracy})
+            if not quiet:
+                tqdm.write(f"step {step + 1}: valid accuracy {accuracy:.4f}")
+            if accuracy > best["accuracy"]:  # keep the best-on-validation weights
+                best = {"accuracy": accuracy, "step": step + 1, "state": weights.snapshot()}
+            write_jsonl(run_dir / "train_log.jsonl", log)
+
+    weights.restore(model, best["state"])
+    model.save_pretrained(run_dir / "model")
+    tokenizer.save_pretrained(run_dir / "model")
+    # The test set is evaluated once, with the best-on-validation weights.
+    predictions = predict(model, tokenizer, task, [e.input for e in test], config.mode,
+                          max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
+                          batch_size=config.eval_batch_size, bf16=config.bf16, desc=None if quiet else "test")
+    test_accuracy, test_rows = score(task, test, predictions)
+    write_jsonl(run_dir / "predictions" / "test.jsonl", test_rows)
+    metrics = {
+        "task": task.name,
+        "mode": config.mode,
+        "student": config.student,
+        "seed": config.seed,
+        "train_examples": len(items),
+        "train_rows": sum(len(rows) for rows in encoded),
+        "skipped": skipped,
+        "steps": total_steps,
+        "best_step": best["step"],
+        "valid_accuracy": best["accuracy"],
+        "valid_history": history,
+        "test_accuracy": test_accuracy,
+        "test_examples": len(test),
+        "train_seconds": round(train_seconds, 1),
+        "tokens_per_second": round(real_tokens / max(train_seconds, 1e-9), 1),
+        "wall_seconds": round(time.time() - started, 1),
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
