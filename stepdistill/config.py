@@ -41,7 +41,7 @@ class TrainConfig:
     """For dss / single: train the label task on gold or teacher labels (the unlabeled setting)."""
     rationale_weight: float = 1.0
     """λ in loss = L_label + λ·L_rationale (dss)."""
-    epochs: float = 5.0
+    epochs: float = 4.0
     """Passes over the training examples (ignored when max_steps is set)."""
     max_steps: int | None = None
     """Optimizer steps; overrides epochs."""
@@ -50,6 +50,10 @@ class TrainConfig:
     micro_batch_tokens: int = 4096
     """Upper bound on padded tokens per forward pass; a step is split into as many
     length-sorted micro-batches as needed (the gradient is the same)."""
+    pack_length: int = 256
+    """Decoder-only students: pack rows end to end into sequences of up to this many
+    tokens (each row attends only to itself), so no compute is spent on padding.
+    0 turns packing off."""
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0

@@ -99,52 +99,102 @@ def encode_example(tokenizer: Any, config: TrainConfig, item: TrainingExample, s
     return rows
 
 
-def micro_batches(rows: list[EncodedRow], token_budget: int, seq2seq: bool) -> list[list[EncodedRow]]:
-    """Length-sorted groups whose padded size stays under the budget: little padding,
-    bounded memory, and the same gradient as one big batch."""
-    def length(r: EncodedRow) -> int:
-        return max(len(r.prompt), len(r.target)) if seq2seq else len(r.prompt) + len(r.target)
+def row_length(row: EncodedRow, seq2seq: bool) -> int:
+    return max(len(row.prompt), len(row.target)) if seq2seq else len(row.prompt) + len(row.target)
 
-    groups: list[list[EncodedRow]] = []
-    current: list[EncodedRow] = []
-    for row in sorted(rows, key=length):
-        if current and length(row) * (len(current) + 1) > token_budget:
+
+def pack(rows: list[EncodedRow], capacity: int) -> list[list[EncodedRow]]:
+    """First-fit decreasing: rows go into sequences of at most ``capacity`` tokens
+    (a longer row gets a sequence of its own). No padding inside a sequence."""
+    bins: list[list[EncodedRow]] = []
+    fill: list[int] = []
+    for row in sorted(rows, key=lambda r: -row_length(r, False)):
+        size = row_length(row, False)
+        for index, used in enumerate(fill):
+            if used + size <= capacity:
+                bins[index].append(row)
+                fill[index] += size
+                break
+        else:
+            bins.append([row])
+            fill.append(size)
+    return bins
+
+
+def micro_batches(rows: list[EncodedRow], token_budget: int, seq2seq: bool, pack_length: int = 0) -> list[list[list[EncodedRow]]]:
+    """Split one step's rows into forward passes of at most ``token_budget`` padded tokens.
+
+    Each pass is a list of sequences; a sequence holds one row, or (decoder-only with
+    ``pack_length``) several rows packed end to end. Sequences are length-sorted, so
+    padding stays small; the gradient is the same as one big batch's."""
+    sequences = pack(rows, pack_length) if pack_length and not seq2seq else [[r] for r in rows]
+
+    def length(sequence: list[EncodedRow]) -> int:
+        return sum(row_length(r, seq2seq) for r in sequence) if not seq2seq else row_length(sequence[0], True)
+
+    groups: list[list[list[EncodedRow]]] = []
+    current: list[list[EncodedRow]] = []
+    for sequence in sorted(sequences, key=length):
+        if current and length(sequence) * (len(current) + 1) > token_budget:
             groups.append(current)
             current = []
-        current.append(row)
+        current.append(sequence)
     if current:
         groups.append(current)
     return groups
 
 
-def collate(rows: list[EncodedRow], pad: int, seq2seq: bool) -> dict[str, Any]:
-    """Right-padded tensors; ``labels`` hold the target token ids (IGNORE elsewhere) and
-    ``kinds`` say which loss term each row feeds."""
+def collate(sequences: list[list[EncodedRow]], pad: int, seq2seq: bool) -> dict[str, Any]:
+    """Right-padded tensors. ``labels`` hold target token ids (IGNORE elsewhere) and
+    ``kinds`` say, token by token, which loss term (label / rationale) a target feeds.
+
+    Decoder-only sequences may pack several rows: each row restarts its positions and
+    attends only to itself (a block-diagonal causal mask), so packing changes nothing
+    but the speed."""
     import torch
 
     if seq2seq:
+        rows = [sequence[0] for sequence in sequences]
         width = max(len(r.prompt) for r in rows)
         target_width = max(len(r.target) for r in rows)
         return {
             "input_ids": torch.tensor([r.prompt + [pad] * (width - len(r.prompt)) for r in rows]),
             "attention_mask": torch.tensor([[1] * len(r.prompt) + [0] * (width - len(r.prompt)) for r in rows]),
             "labels": torch.tensor([r.target + [IGNORE] * (target_width - len(r.target)) for r in rows]),
-            "kinds": torch.tensor([r.kind for r in rows]),
+            "kinds": torch.tensor([[r.kind] * target_width for r in rows]),
+            "tokens": sum(len(r.prompt) + len(r.target) for r in rows),
         }
-    width = max(len(r.prompt) + len(r.target) for r in rows)
-    ids, mask, labels = [], [], []
-    for r in rows:
-        sequence = r.prompt + r.target
-        padding = width - len(sequence)
-        ids.append(sequence + [pad] * padding)
-        mask.append([1] * len(sequence) + [0] * padding)
-        labels.append([IGNORE] * len(r.prompt) + r.target + [IGNORE] * padding)
-    return {
+    width = max(sum(len(r.prompt) + len(r.target) for r in sequence) for sequence in sequences)
+    ids, positions, segments, labels, kinds = [], [], [], [], []
+    for sequence in sequences:
+        row_ids, row_positions, row_segments, row_labels, row_kinds = [], [], [], [], []
+        for index, r in enumerate(sequence):
+            length = len(r.prompt) + len(r.target)
+            row_ids += r.prompt + r.target
+            row_positions += list(range(length))
+            row_segments += [index] * length
+            row_labels += [IGNORE] * len(r.prompt) + r.target
+            row_kinds += [r.kind] * length
+        padding = width - len(row_ids)
+        ids.append(row_ids + [pad] * padding)
+        positions.append(row_positions + list(range(padding)))
+        segments.append(row_segments + [-1] * padding)  # padding attends only to padding
+        labels.append(row_labels + [IGNORE] * padding)
+        kinds.append(row_kinds + [LABEL] * padding)
+    segment = torch.tensor(segments)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    batch: dict[str, Any] = {
         "input_ids": torch.tensor(ids),
-        "attention_mask": torch.tensor(mask),
         "labels": torch.tensor(labels),
-        "kinds": torch.tensor([r.kind for r in rows]),
+        "kinds": torch.tensor(kinds),
+        "tokens": sum(len(r.prompt) + len(r.target) for sequence in sequences for r in sequence),
     }
+    if all(len(sequence) == 1 for sequence in sequences):
+        batch["attention_mask"] = (segment >= 0).long()  # plain padding mask
+    else:
+        batch["attention_mask"] = ((segment[:, :, None] == segment[:, None, :]) & causal)[:, None]
+        batch["position_ids"] = torch.tensor(positions)
+    return batch
 
 
 # ----------------------------------------------------------------------------- loss
@@ -155,21 +205,21 @@ def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) ->
     import torch.nn.functional as F
 
     labels, kinds = batch["labels"], batch["kinds"]
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
     if getattr(model.config, "is_encoder_decoder", False):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+        logits = model(**inputs, labels=labels).logits
         select = labels != IGNORE
-        return F.cross_entropy(logits[select].float(), labels[select], reduction="none"), kinds[:, None].expand_as(labels)[select]
+        return F.cross_entropy(logits[select].float(), labels[select], reduction="none"), kinds[select]
     # Decoder-only: position t predicts token t+1.
     targets = labels[:, 1:]
     select = targets != IGNORE
-    token_kinds = kinds[:, None].expand_as(targets)[select]
     if sparse_head and can_use_sparse_head(model):
         # Run the LM head only where the loss needs it: most positions are prompt.
-        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = model.base_model(**inputs).last_hidden_state
         logits = model.get_output_embeddings()(hidden[:, :-1][select])
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1][select]
-    return F.cross_entropy(logits.float(), targets[select], reduction="none"), token_kinds
+        logits = model(**inputs).logits[:, :-1][select]
+    return F.cross_entropy(logits.float(), targets[select], reduction="none"), kinds[:, 1:][select]
 
 
 def can_use_sparse_head(model: Any) -> bool:
@@ -186,8 +236,8 @@ def step_loss(model: Any, groups: list[dict[str, Any]], rationale_weight: float,
 
     where each L is the mean token cross-entropy of its task in the whole step, so the
     sum of the micro-batch losses below is exactly that loss (and its gradient)."""
-    label_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"][:, None] == LABEL)).sum()) for g in groups)
-    rationale_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"][:, None] == RATIONALE)).sum()) for g in groups)
+    label_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == LABEL)).sum()) for g in groups)
+    rationale_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == RATIONALE)).sum()) for g in groups)
     totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
     for group in groups:
         losses, kinds = token_losses(model, group, sparse_head)
@@ -329,7 +379,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
             rng.shuffle(order)
         batch_ids, order = order[: config.batch_size], order[config.batch_size :]
         rows = [row for i in batch_ids for row in encoded[i]]
-        groups = [collate(g, pad, seq2seq) for g in micro_batches(rows, config.micro_batch_tokens, seq2seq)]
+        groups = [collate(g, pad, seq2seq) for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)]
         tick = time.time()
         totals = step_loss(model, groups, config.rationale_weight)
         weights.gradients_to_master()
@@ -339,7 +389,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         weights.master_to_model()
         train_seconds += time.time() - tick
-        real_tokens += sum(int(g["attention_mask"].sum()) + (int((g["labels"] != IGNORE).sum()) if seq2seq else 0) for g in groups)
+        real_tokens += sum(g["tokens"] for g in groups)
         log.append({"step": step + 1, **{k: round(v, 5) for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0]})
         bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{real_tokens / max(train_seconds, 1e-9):.0f}")
 
