@@ -1,0 +1,172 @@
+"""Use a trained student from Python: load a run (or any HF model folder) and predict.
+
+    from stepdistill.student import Student
+    student = Student.load("runs/svamp-dss")
+    student.predict(["Luke scored 84 points in 2 rounds. Points per round?"], rationale=True)
+
+Inputs are raw task records (dicts: the run's input template is applied) or text that
+is already formatted. The prompt layout is the one training used (``encode.py``, via
+``evaluate.predict``). Importing this module does not import torch: the model is
+loaded by ``Student.load``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .tasks import Task, task_from_dict
+
+TaskInput = str | dict[str, Any]
+"""A formatted input text, or a raw record of the task's fields."""
+
+PLAIN_TASK = {"name": "plain", "files": {"test": "-"}, "input_template": "{input}", "normalize": "none"}
+"""Stands in for the task of a bare model folder: records need an ``input`` field."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One student answer."""
+
+    label: str | None
+    """The normalised label, or ``None`` when the student wrote nothing usable."""
+    raw: str
+    """The decoded label text (single mode: the whole rationale-then-label output)."""
+    rationale: str | None = None
+    """The rationale decoded with the ``[rationale]`` prefix, when asked for."""
+
+    def as_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"label": self.label, "raw": self.raw}
+        if self.rationale is not None:
+            row["rationale"] = self.rationale
+        return row
+
+
+class Student:
+    """A loaded student: model, tokenizer, the run's task and its inference settings.
+
+    Not thread-safe: call it from one thread at a time (the server owns one worker
+    thread for it).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        task: Task,
+        *,
+        name: str = "student",
+        mode: str = "dss",
+        is_run: bool = False,
+        max_input_tokens: int = 256,
+        max_rationale_tokens: int = 128,
+        batch_size: int = 32,
+        bf16: bool = False,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.name = name
+        self.mode = mode
+        self.is_run = is_run
+        """True for a stepdistill run (task prefixes); False for a plain HF model folder."""
+        self.max_input_tokens = max_input_tokens
+        self.max_rationale_tokens = max_rationale_tokens
+        self.batch_size = batch_size
+        self.bf16 = bf16
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, bf16: bool | None = None, batch_size: int | None = None, threads: int | None = None
+    ) -> Student:
+        """Load a run folder (``config.yaml`` + ``model/``), a run's ``model/`` folder,
+        or any Hugging Face causal / seq2seq model folder.
+
+        ``bf16`` defaults to the run's setting (off for a bare model folder); ``threads``
+        sets torch's intra-op threads (default: torch's own choice).
+        """
+        from .run_folder import load_run
+        from .students import load_student
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such run or model folder")
+        run_dir = path if (path / "config.yaml").is_file() else path.parent if (path.parent / "config.yaml").is_file() else None
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        if run_dir is None:
+            model, tokenizer = load_student(str(path))
+            return cls(
+                model, tokenizer, task_from_dict(PLAIN_TASK), name=path.resolve().name, is_run=False,
+                batch_size=batch_size or 32, bf16=bool(bf16),
+            )
+        run = load_run(run_dir)
+        model, tokenizer = load_student(str(run_dir / "model"))
+        config = run.config
+        return cls(
+            model, tokenizer, run.task, name=run_dir.resolve().name, mode=config.mode, is_run=True,
+            max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
+            batch_size=batch_size or config.eval_batch_size, bf16=config.bf16 if bf16 is None else bf16,
+        )
+
+    @property
+    def seq2seq(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    def format(self, item: TaskInput, where: str = "input") -> str:
+        """The model input for one item: a dict goes through the task's input template;
+        a string is taken as already formatted. Raises ``DataError`` on a missing field."""
+        from .data import DataError, format_input
+
+        if isinstance(item, str):
+            return item
+        if isinstance(item, dict):
+            return format_input(self.task, item, where)
+        raise DataError(f"{where}: expected a string or an object of task fields, got {type(item).__name__}")
+
+    def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
+        """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
+        of inputs, in order. Decoding is greedy, so the same input gives the same answer."""
+        from .evaluate import predict
+
+        texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
+        if not texts:
+            return []
+        results = predict(
+            self.model, self.tokenizer, self.task, texts, self.mode, rationale=rationale,
+            max_input_tokens=self.max_input_tokens, max_rationale_tokens=self.max_rationale_tokens,
+            batch_size=self.batch_size, bf16=self.bf16,
+        )
+        return [Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale")) for r in results]
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Plain greedy continuations of raw prompts (no task prefix): what a bare
+        language model does behind an OpenAI-style ``/v1/completions``."""
+        from .evaluate import generate
+
+        def encode(text: str) -> list[int]:
+            ids = self.tokenizer.encode(text, add_special_tokens=False)[-self.max_input_tokens :]
+            if self.seq2seq:
+                return ids + [self.tokenizer.eos_token_id]
+            bos = self.tokenizer.bos_token_id
+            if getattr(self.tokenizer, "add_bos_token", False) and bos is not None:
+                ids = [bos] + ids
+            return ids or [bos if bos is not None else self.tokenizer.eos_token_id]
+
+        if not prompts:
+            return []
+        return generate(self.model, self.tokenizer, [encode(p) for p in prompts], max_new_tokens, self.batch_size, self.bf16)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """A chat as one prompt: the tokenizer's chat template when it has one, else
+        ``role: content`` lines ending with ``assistant:``."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n".join(lines + ["assistant:"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))

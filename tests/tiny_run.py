@@ -1,0 +1,46 @@
+"""A run folder around a tiny model, for the deployment tests (student API, predict, serve)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from stepdistill.config import TrainConfig
+from stepdistill.run_folder import save_run_files
+from stepdistill.tasks import task_from_dict
+
+TASK = {
+    "name": "tiny-nli",
+    "files": {"test": "test.jsonl"},
+    "input_template": "premise: {premise}\nhypothesis: {hypothesis}",
+    "label_field": "label",
+    "id_field": "id",
+    "max_label_tokens": 6,
+}
+
+
+def scramble(model_dir: Path, seed: int = 1) -> None:
+    """Large random weights: the tiny model's default init writes EOS at once, and
+    tests need answers that differ from input to input."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model.save_pretrained(model_dir)
+
+
+def make_run(model_dir: Path, folder: Path, mode: str = "dss") -> Path:
+    """``folder`` as a finished run: config.yaml, task.yaml and model/ (a scrambled copy
+    of the causal model in ``model_dir``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, folder / "model", dirs_exist_ok=True)
+    scramble(folder / "model")
+    # fp32 and short rationales: fast, and batched answers equal unbatched ones exactly.
+    config = TrainConfig(task="tiny-nli", mode=mode, student=str(model_dir), bf16=False, max_rationale_tokens=8, eval_batch_size=8)
+    save_run_files(folder, config, task_from_dict(TASK))
+    return folder
