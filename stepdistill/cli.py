@@ -83,6 +83,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    summary = predict(
+        args.run_dir, args.input, args.output, rationale=args.rationale, chunk_size=args.chunk_size,
+        batch_size=args.batch_size, limit=args.limit,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeSettings, serve
+
+    settings = ServeSettings(
+        api_key=args.api_key, model_name=args.model_name, dynamic_batching=not args.no_batching,
+        batch_wait_ms=args.batch_wait_ms, max_inputs=args.max_inputs, max_input_chars=args.max_input_chars,
+        max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens,
+    )
+    serve(args.run_dir, host=args.host, port=args.port, settings=settings, threads=args.threads, batch_size=args.batch_size)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepdistill", description="Distilling step-by-step: small students from LLM rationales.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--rescore", action="store_true", help="re-score the saved predictions only (no model)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("predict", help="label a JSONL / CSV file with a trained student (resumable)")
+    p.add_argument("run_dir", help="run folder (or any HF model folder)")
+    p.add_argument("--input", required=True, help="JSONL / JSON / CSV file of task records")
+    p.add_argument("--output", required=True, help="JSONL file; rows already there are skipped")
+    p.add_argument("--rationale", action="store_true", help="also generate a rationale per row")
+    p.add_argument("--chunk-size", type=int, default=256, help="rows read, predicted and appended at a time")
+    p.add_argument("--batch-size", type=int, help="inputs per generate call (default: the run's eval_batch_size)")
+    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("serve", help="HTTP server: /v1/predict and an OpenAI-compatible API")
+    p.add_argument("run_dir", help="run folder (or any HF causal / seq2seq model folder)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default $STEPDISTILL_API_KEY)")
+    p.add_argument("--model-name", help="model id reported by /v1/models (default: the folder name)")
+    p.add_argument("--no-batching", action="store_true", help="one model call per request")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait for more requests before a model call")
+    p.add_argument("--batch-size", type=int, help="inputs per generate call")
+    p.add_argument("--max-inputs", type=int, default=64, help="inputs or prompts per request")
+    p.add_argument("--max-input-chars", type=int, default=20_000, help="characters per input")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size limit")
+    p.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens accepted")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,117 @@
+"""Batch predict: a trained student labels a JSONL / CSV file of any size.
+
+Records are read lazily, predicted in chunks and appended to the output one line
+each, flushed after every chunk: an interrupted job loses at most one chunk, and
+running the same command again skips the ids already in the output. A last line
+torn by a crash is cut off before appending.
+
+Each output line is ``{"id", "prediction", "raw"}`` (plus ``"rationale"``). The id is
+the task's id field, else the record's ``id`` field, else the row's position (0-based).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .data import DataError, read_records
+
+
+def predict(
+    run_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    rationale: bool = False,
+    chunk_size: int = 256,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Append predictions for the records of ``input_path`` not yet in ``output_path``.
+
+    Returns ``{"output", "records", "skipped", "predicted"}``.
+    """
+    from tqdm.auto import tqdm
+
+    from .student import Student
+
+    output_path = Path(output_path)
+    done = existing_ids(output_path)
+    # A first pass counts the rows for the progress bar and finds a malformed line
+    # before any model time is spent; reading is cheap next to generation.
+    total = sum(1 for _ in read_records(input_path))
+    total = min(total, limit) if limit is not None else total
+    student = Student.load(run_dir, batch_size=batch_size)
+    id_field = student.task.id_field or "id"
+    skipped = predicted = 0
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with output_path.open("a", encoding="utf-8") as out, tqdm(total=total, desc="predict", disable=not progress, unit="row") as bar:
+        for chunk in chunks(_rows(input_path, id_field, limit), chunk_size):
+            todo = [(row_id, record, where) for row_id, record, where in chunk if row_id not in done]
+            skipped += len(chunk) - len(todo)
+            if todo:
+                texts = [student.format(record, where) for _, record, where in todo]
+                for (row_id, _, _), prediction in zip(todo, student.predict(texts, rationale=rationale), strict=True):
+                    row = {"id": row_id, "prediction": prediction.label, "raw": prediction.raw}
+                    if prediction.rationale is not None:
+                        row["rationale"] = prediction.rationale
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.flush()
+                predicted += len(todo)
+            bar.update(len(chunk))
+    return {"output": str(output_path), "records": skipped + predicted, "skipped": skipped, "predicted": predicted}
+
+
+def _rows(path: str | Path, id_field: str, limit: int | None) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(id, record, "file:line") per row; duplicate ids are an error (resume relies on them)."""
+    seen: set[str] = set()
+    for index, (line, record) in enumerate(read_records(path)):
+        if limit is not None and index >= limit:
+            return
+        where = f"{path}:{line}"
+        row_id = str(record[id_field]) if id_field in record else str(index)
+        if row_id in seen:
+            raise DataError(f"{where}: duplicate id {row_id!r}")
+        seen.add(row_id)
+        yield row_id, record, where
+
+
+def chunks(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def existing_ids(path: Path) -> set[str]:
+    """Ids already in an output file, after cutting off a torn (unterminated or
+    unparseable) last line; any other bad line is an error, not silently redone."""
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    keep = len(data) if data.endswith(b"\n") or not data else data.rfind(b"\n") + 1
+    lines = data[:keep].split(b"\n")[:-1] if keep else []
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except ValueError:  # a complete line written half (e.g. a full disk): redo it
+            keep -= len(lines[-1]) + 1
+            lines = lines[:-1]
+    if keep != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+    ids: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{path}:{number}: not a prediction row; use another --output or fix the file") from None
+    return ids
