@@ -399,9 +399,9 @@ def serve(
     if settings.api_key is None:
         settings.api_key = os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
-        print(f"warning: serving on {host} without an API key: anyone who can reach it can use it")
+        print(f"warning: serving on {host} without an API key: anyone who can reach it can use it", flush=True)
     student = Student.load(path, threads=threads, batch_size=batch_size)
     app = create_app(student, settings)
     name = settings.model_name or student.name
-    print(f"serving {name} ({'run' if student.is_run else 'model'}) on http://{host}:{port}  (auth: {'on' if settings.api_key else 'off'})")
+    print(f"serving {name} ({'run' if student.is_run else 'model'}) on http://{host}:{port}  (auth: {'on' if settings.api_key else 'off'})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
