@@ -1,8 +1,13 @@
 """Teacher stage: ask a teacher for a rationale and a label for every example.
 
 Writes the rationale dataset (one JSONL per split: id, input, gold label, teacher
-label, rationale, parse status, raw text) and a summary with counts, parse failures
-and the teacher's accuracy against gold.
+label, rationale, parse status, raw text; ``sample`` when several are drawn) and a
+summary with counts, parse failures, request failures with their reasons, tokens,
+cost and the teacher's accuracy against gold.
+
+Live teachers are wrapped in the response store (``<output>/store.sqlite``): every
+answer is committed as it arrives, and rerunning the same command asks only what is
+not stored yet - after a crash, a ``kill -9`` or a budget stop alike.
 """
 
 from __future__ import annotations
@@ -13,74 +18,183 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .cost import Budget, count_tokens, load_prices
 from .data import Example, load_splits
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import is_correct
 from .parse import OK, example_choices, parse_continuation
-from .prompts import build_prompt
+from .prompts import build_prompt, render_answer
 from .tasks import Task, load_task
-from .teachers import Request, load_teacher
+from .teachers import Completion, Request, Teacher, load_teacher
+from .teachers.store import CachingTeacher, Store
+
+# Backends whose answers are already stored somewhere: no store of their own.
+STORED_BACKENDS = ("replay", "store")
 
 
 def annotate(
     task: str | Task,
-    teacher: str = "palm-replay",
+    teacher: str | Teacher = "palm-replay",
     output: str | Path | None = None,
     splits: tuple[str, ...] = ("train", "valid", "test"),
     data: str | Path | None = None,
     limit: int | None = None,
     quiet: bool = False,
+    *,
+    teacher_options: dict[str, Any] | None = None,
+    samples: int = 1,
+    filter_correct: bool = False,
+    estimate: bool = False,
+    max_cost: float | None = None,
+    max_tokens: int | None = None,
+    prices: str | Path | dict[str, dict[str, float]] | None = None,
+    store: str | Path | bool | None = None,
 ) -> dict[str, Any]:
-    """Annotate a task's splits with a teacher; returns the summary (also written to disk)."""
+    """Annotate a task's splits with a teacher; returns the summary (also written to disk).
+
+    ``teacher`` is a backend name or alias (options in ``teacher_options``) or a teacher
+    object. ``samples`` rationales are drawn per example (use a temperature above 0).
+    ``filter_correct`` keeps only rows whose teacher label agrees with the gold label
+    (rows without gold are kept). ``estimate`` returns expected tokens and cost of what
+    is not stored yet, asking nothing. ``max_cost`` (USD) and ``max_tokens`` stop the run
+    cleanly once reached. ``store``: a path, ``False`` for none, or ``None`` for
+    ``<output>/store.sqlite`` on live backends.
+    """
     task = task if isinstance(task, Task) else load_task(task)
-    output = Path(output) if output else Path("annotations") / f"{task.name}-{teacher}"
+    teacher_name = teacher if isinstance(teacher, str) else getattr(teacher, "name", "teacher")
+    output = Path(output) if output else Path("annotations") / f"{task.name}-{teacher_name}"
+    backend = teacher if not isinstance(teacher, str) else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    if samples > 1 and float(getattr(backend, "temperature", 1.0)) == 0.0:
+        raise ValueError("several samples per example need a temperature above 0 (they would all be the same)")
     examples = load_splits(task, data)
-    backend = load_teacher(teacher, task, **({"data": data} if teacher.endswith("replay") else {}))
-    summary: dict[str, Any] = {"task": task.name, "teacher": teacher, "splits": {}}
-    for split in splits:
-        if split not in examples:
-            continue
-        chosen = examples[split][:limit] if limit else examples[split]
-        rows = annotate_examples(task, backend, chosen, desc=f"annotate {task.name}/{split}", quiet=quiet)
-        write_jsonl(output / f"{split}.jsonl", rows)
-        summary["splits"][split] = summarize(rows)
-    write_json(output / "summary.json", summary)
-    summary["output"] = str(output)
-    return summary
+    chosen = {split: (examples[split][:limit] if limit else examples[split]) for split in splits if split in examples}
+    requests = {split: make_requests(task, rows, samples) for split, rows in chosen.items()}
+
+    cache: Store | None = None
+    if store is not False and (store is not None or getattr(backend, "name", "") not in STORED_BACKENDS):
+        cache = Store(Path(store) if isinstance(store, str | Path) else output / "store.sqlite")
+        backend = CachingTeacher(backend, cache)
+    price_table = prices if isinstance(prices, dict) else load_prices(prices)
+    model = getattr(backend, "identity", {}).get("model")
+    try:
+        if estimate:
+            return estimate_cost(task, backend, requests, price_table, model)
+        budget = Budget(model, price_table, max_cost=max_cost, max_tokens=max_tokens)
+        summary: dict[str, Any] = {"task": task.name, "teacher": teacher_name, "model": model, "samples": samples, "splits": {}}
+        for split, split_requests in requests.items():
+            if budget.exhausted():
+                break
+            rows = annotate_requests(task, backend, split_requests, budget, desc=f"annotate {task.name}/{split}", quiet=quiet, with_sample=samples > 1)
+            split_summary = summarize(rows)
+            if filter_correct:
+                kept = [row for row in rows if row.get("gold_label") is None or row["teacher_correct"]]
+                split_summary["dropped_incorrect"] = len(rows) - len(kept)
+                rows = kept
+            split_summary["rows_written"] = len(rows)
+            write_jsonl(output / f"{split}.jsonl", rows)
+            summary["splits"][split] = split_summary
+        summary["usage"] = budget.as_dict()
+        if isinstance(backend, CachingTeacher):
+            summary["store"] = {"path": str(cache.path), "answered_from_store": backend.hits, "asked": backend.misses}  # type: ignore[union-attr]
+        if budget.stopped:
+            summary["stopped"] = budget.stopped
+        write_json(output / "summary.json", summary)
+        summary["output"] = str(output)
+        return summary
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _options(teacher: str, data: str | Path | None, options: dict[str, Any] | None) -> dict[str, Any]:
+    options = dict(options or {})
+    if teacher.endswith("replay"):
+        options.setdefault("data", data)
+    return options
+
+
+def make_requests(task: Task, examples: list[Example], samples: int = 1) -> list[Request]:
+    """One request per example and sample, in the split's order."""
+    requests = []
+    for example in examples:
+        prompt = build_prompt(task, example.input, example.record)
+        requests.extend(Request(example, prompt, sample) for sample in range(samples))
+    return requests
+
+
+def rationale_row(task: Task, completion: Completion, with_sample: bool = False) -> dict[str, Any]:
+    """One row of the rationale dataset from one completion."""
+    example = completion.request.example
+    parsed = parse_continuation(completion.text, task, example_choices(task, example.record))
+    return {
+        "id": example.id,
+        "split": example.split,
+        **({"sample": completion.request.sample} if with_sample else {}),
+        "input": example.input,
+        "gold_label": example.label,
+        "teacher_label": parsed.label,
+        "rationale": parsed.rationale,
+        "parse_status": parsed.status if completion.error is None else "error",
+        "teacher_correct": None if example.label is None else is_correct(task, parsed.label, example.label),
+        "raw": completion.text,
+        **({"error": completion.error} if completion.error else {}),
+    }
+
+
+def annotate_requests(
+    task: Task, backend: Any, requests: list[Request], budget: Budget | None = None, desc: str = "annotate",
+    quiet: bool = False, with_sample: bool = False,
+) -> list[dict[str, Any]]:
+    """Ask every request (stopping early if the budget runs out); rows in request order."""
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    answers = backend.complete(requests)
+    bar = tqdm(total=len(requests), desc=desc, disable=quiet, unit="req")
+    try:
+        for completion in answers:
+            request = completion.request
+            by_key[(request.example.id, request.sample)] = rationale_row(task, completion, with_sample)
+            bar.update(1)
+            if budget is not None and not completion.cached:
+                budget.add(completion.usage)
+                bar.set_postfix(tokens=budget.tokens, cost=f"${budget.cost:.4f}", refresh=False)
+                if budget.exhausted():
+                    break
+    finally:
+        bar.close()
+        close = getattr(answers, "close", None)
+        if close is not None:
+            close()  # stops a backend still asking (everything answered is stored)
+    # Keep the split's order whatever order the backend answered in.
+    return [by_key[key] for key in ((r.example.id, r.sample) for r in requests) if key in by_key]
 
 
 def annotate_examples(task: Task, backend: Any, examples: list[Example], desc: str = "annotate", quiet: bool = False) -> list[dict[str, Any]]:
-    requests = [Request(example, build_prompt(task, example.input)) for example in examples]
-    by_id: dict[str, dict[str, Any]] = {}
-    for completion in tqdm(backend.complete(requests), total=len(requests), desc=desc, disable=quiet):
-        example = completion.request.example
-        parsed = parse_continuation(completion.text, task, example_choices(task, example.record))
-        by_id[example.id] = {
-            "id": example.id,
-            "split": example.split,
-            "input": example.input,
-            "gold_label": example.label,
-            "teacher_label": parsed.label,
-            "rationale": parsed.rationale,
-            "parse_status": parsed.status if completion.error is None else "error",
-            "teacher_correct": None if example.label is None else is_correct(task, parsed.label, example.label),
-            "raw": completion.text,
-            **({"error": completion.error} if completion.error else {}),
-        }
-    # Keep the split's order whatever order the backend answered in.
-    return [by_id[example.id] for example in examples if example.id in by_id]
+    """One rationale row per example (kept for callers of the first version)."""
+    return annotate_requests(task, backend, make_requests(task, examples), desc=desc, quiet=quiet)
+
+
+def failure_reason(error: str) -> str:
+    """The kind of a request failure, without its message: ``retries exhausted: RateLimitError 429``."""
+    parts = error.split(": ")
+    return ": ".join(parts[:2]) if parts[0] == "retries exhausted" and len(parts) > 1 else parts[0]
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of parse outcomes and the teacher's accuracy against gold labels."""
+    """Counts of parse outcomes, request failures and the teacher's accuracy against gold."""
     statuses = Counter(row["parse_status"] for row in rows)
     labelled = [row for row in rows if row.get("gold_label") is not None]
     summary: dict[str, Any] = {
-        "examples": len(rows),
+        "examples": len({row["id"] for row in rows}),
+        "rows": len(rows),
         "parsed": statuses.get(OK, 0),
         "parse_status": dict(statuses),
         "with_gold": len(labelled),
     }
+    failures = Counter(failure_reason(row["error"]) for row in rows if row.get("error"))
+    if failures:
+        summary["failures"] = dict(failures)
     if labelled:
         correct = sum(bool(row["teacher_correct"]) for row in labelled)
         summary["teacher_correct"] = correct
@@ -89,7 +203,53 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def estimate_cost(
+    task: Task, backend: Any, requests: dict[str, list[Request]], prices: dict[str, dict[str, float]], model: str | None
+) -> dict[str, Any]:
+    """Expected tokens and USD of the requests not stored yet; asks nothing.
+
+    Prompt tokens are counted (the backend's tokenizer if it has one, else ~4
+    characters a token); completion tokens are expected to be as long as the task's
+    demonstration answers, and at most the backend's ``max_tokens``.
+    """
+    from .cost import price_of
+
+    inner = getattr(backend, "backend", backend)
+    tokenizer = getattr(inner, "_tokenizer", None)
+    answers = [render_answer(task, str(d["rationale"]), str(d["label"])) for d in task.demonstrations]
+    typical = int(sum(count_tokens(a, tokenizer) for a in answers) / len(answers)) if answers else 64
+    ceiling = int(getattr(inner, "max_tokens", typical) or typical)
+    typical = min(typical, ceiling)
+    result: dict[str, Any] = {"task": task.name, "model": model, "priced": (model or "") in prices, "splits": {}}
+    totals = Counter()
+    for split, split_requests in requests.items():
+        todo = [r for r in split_requests if not (isinstance(backend, CachingTeacher) and backend.store.has(backend.key(r)))]
+        prompt_tokens = sum(count_tokens(r.prompt, tokenizer) for r in todo)
+        entry = {
+            "requests": len(split_requests), "stored": len(split_requests) - len(todo), "to_ask": len(todo),
+            "prompt_tokens": prompt_tokens, "completion_tokens_expected": typical * len(todo), "completion_tokens_max": ceiling * len(todo),
+        }
+        entry["cost_usd_expected"] = round(price_of(prompt_tokens, entry["completion_tokens_expected"], model, prices), 6)
+        entry["cost_usd_max"] = round(price_of(prompt_tokens, entry["completion_tokens_max"], model, prices), 6)
+        result["splits"][split] = entry
+        totals.update({k: v for k, v in entry.items()})
+    result["total"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in totals.items()}
+    return result
+
+
 def load_annotations(directory: str | Path, split: str) -> dict[str, dict[str, Any]]:
-    """id -> annotation row of one split of a rationale dataset."""
+    """id -> annotation row of one split of a rationale dataset (with several samples
+    per example, the first parsed one)."""
     path = Path(directory) / f"{split}.jsonl"
-    return {row["id"]: row for row in read_jsonl(path)}
+    rows: dict[str, dict[str, Any]] = {}
+    for row in read_jsonl(path):
+        held = rows.get(row["id"])
+        if held is None or (held.get("parse_status") != OK and row.get("parse_status") == OK):
+            rows[row["id"]] = row
+    return rows
+
+
+def load_annotation_samples(directory: str | Path, split: str) -> list[dict[str, Any]]:
+    """Every row of one split, several per example when samples were drawn: training
+    can use each as an extra (input, rationale) pair."""
+    return read_jsonl(Path(directory) / f"{split}.jsonl")

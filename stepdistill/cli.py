@@ -47,16 +47,56 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
     return load_config(args.config, values)
 
 
+def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--model / --base-url / --temperature and repeated --option key=value (YAML values)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option expects key=value, got {item!r}")
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    for name in ("model", "base_url", "temperature", "concurrency"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
 def cmd_annotate(args: argparse.Namespace) -> int:
     from .annotate import annotate
 
     splits = tuple(args.splits.split(","))
-    summary = annotate(args.task, args.teacher, args.output, splits=splits, data=args.data_dir, limit=args.limit)
+    summary = annotate(
+        args.task, args.teacher, args.output, splits=splits, data=args.data_dir, limit=args.limit,
+        teacher_options=teacher_options(args), samples=args.samples, filter_correct=args.filter_correct,
+        estimate=args.estimate, max_cost=args.max_cost, max_tokens=args.max_tokens, prices=args.prices, store=args.store,
+    )
+    if args.estimate:
+        print(json.dumps(summary, indent=2))
+        return 0
     print(f"rationale dataset: {summary['output']}")
-    print(f"{'split':<8}{'examples':>10}{'parsed':>9}{'failed':>9}{'teacher acc':>13}")
+    print(f"{'split':<8}{'rows':>8}{'parsed':>9}{'failed':>9}{'written':>9}{'teacher acc':>13}")
     for split, s in summary["splits"].items():
         accuracy = f"{100 * s['teacher_accuracy']:.1f}%" if "teacher_accuracy" in s else "-"
-        print(f"{split:<8}{s['examples']:>10}{s['parsed']:>9}{s['examples'] - s['parsed']:>9}{accuracy:>13}")
+        print(f"{split:<8}{s['rows']:>8}{s['parsed']:>9}{s['rows'] - s['parsed']:>9}{s['rows_written']:>9}{accuracy:>13}")
+        for reason, count in s.get("failures", {}).items():
+            print(f"  failed requests: {count} x {reason}")
+    usage = summary["usage"]
+    print(f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion; cost ${usage['cost_usd']:.4f}")
+    if "stopped" in summary:
+        print(f"stopped: {summary['stopped']} (everything answered is stored; rerun to continue)")
+    return 0
+
+
+def cmd_bootstrap_demos(args: argparse.Namespace) -> int:
+    from .bootstrap import bootstrap_demos
+
+    summary = bootstrap_demos(
+        args.task, args.teacher, args.output, count=args.count, split=args.split, data=args.data_dir,
+        teacher_options=teacher_options(args),
+    )
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -106,6 +146,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_teacher_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="teacher model name (openai) or folder / hub id (hf)")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--temperature", type=float, help="teacher sampling temperature")
+    parser.add_argument("--concurrency", type=int, help="requests in flight (openai)")
+    parser.add_argument(
+        "--option", action="append", metavar="KEY=VALUE",
+        help="other teacher options, e.g. style=chat, max_tokens=256, api_key_env=MY_KEY, requests_per_minute=60",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepdistill", description="Distilling step-by-step: small students from LLM rationales.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,7 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,valid,test")
     p.add_argument("--data-dir", help="benchmark data folder (default $STEPDISTILL_DATA or ../shared/data)")
     p.add_argument("--limit", type=int, help="annotate only the first N examples of each split")
+    add_teacher_flags(p)
+    p.add_argument("--samples", type=int, default=1, help="rationales per example (needs --temperature > 0)")
+    p.add_argument("--filter-correct", action="store_true", help="keep only rows whose teacher label matches gold")
+    p.add_argument("--estimate", action="store_true", help="print expected tokens and cost; ask nothing")
+    p.add_argument("--max-cost", type=float, help="stop cleanly after this many USD of new requests")
+    p.add_argument("--max-tokens", type=int, help="stop cleanly after this many new tokens (prompt + completion)")
+    p.add_argument("--prices", help="price table, YAML or JSON: {model: {prompt: USD/1M, completion: USD/1M}}")
+    p.add_argument("--store", help="response store (default <output>/store.sqlite for live teachers)")
     p.set_defaults(func=cmd_annotate)
+
+    p = commands.add_parser("bootstrap-demos", help="few-shot demonstrations from labelled examples, explained by a teacher")
+    p.add_argument("--task", required=True, help="built-in task or task YAML file")
+    p.add_argument("--teacher", required=True, help="teacher backend or alias")
+    p.add_argument("--output", required=True, help="YAML file of demonstrations to review")
+    p.add_argument("--count", type=int, default=8, help="demonstrations wanted")
+    p.add_argument("--split", default="train", help="split the labelled examples come from")
+    p.add_argument("--data-dir", help="benchmark data folder")
+    add_teacher_flags(p)
+    p.set_defaults(func=cmd_bootstrap_demos)
 
     p = commands.add_parser("train", help="student stage: train one student into a new run folder")
     add_config_flags(p)

@@ -83,7 +83,16 @@ class Task:
     """Split -> stored teacher continuation files (JSON lists aligned with the rows),
     for the replay teacher. ``{0..9}`` expands to ten files."""
     demonstrations: list[dict[str, str]] = field(default_factory=list)
-    """Few-shot examples (input, rationale, label) for prompting a live teacher."""
+    """Few-shot examples (input, rationale, label) for prompting a live teacher. A
+    demonstration may also carry record fields that ``question_template`` names."""
+    question_template: str = "Q: {input}\nA:"
+    """How a question is shown to a teacher: ``str.format`` over the record's fields
+    and ``input`` (the formatted input). The teacher continues after it."""
+    answer_template: str = " {rationale} So the answer is {label}."
+    """How a demonstration's answer follows its question; must parse back with the
+    task's parser (a test checks every built-in task)."""
+    demonstration_separator: str = "\n\n"
+    """Text between demonstrations, and before the question asked."""
     source: str = ""
     """Where this definition was read from."""
 

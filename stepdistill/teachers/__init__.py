@@ -2,7 +2,8 @@
 
 A teacher turns prompts into raw continuations. Backends live one per file and are
 imported only when chosen, so the OpenAI-compatible and local-model backends add no
-import cost (and no dependency) to users of the others.
+import cost (and no dependency) to users of the others. Caching and resume are not a
+feature of any backend: ``store.CachingTeacher`` wraps whichever one is chosen.
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ class Completion:
     text: str | None
     error: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    """``prompt_tokens`` and ``completion_tokens`` (from the API, else a tokenizer count)."""
+    cached: bool = False
+    """Answered from the store: no new cost."""
 
 
 class Teacher(Protocol):
-    """The one method every backend implements."""
+    """The one method every backend implements.
+
+    A backend whose answers are worth caching also has ``identity``: a JSON-able dict
+    of what decides its output (model, generation parameters), never a key or endpoint.
+    """
 
     name: str
 
@@ -48,14 +56,20 @@ class Teacher(Protocol):
 # name -> "module:class"; imported on first use.
 BACKENDS: dict[str, str] = {
     "replay": "stepdistill.teachers.replay:ReplayTeacher",
+    "store": "stepdistill.teachers.store:StoreTeacher",
+    "openai": "stepdistill.teachers.openai:OpenAITeacher",
+    "hf": "stepdistill.teachers.hf:HFTeacher",
 }
 # Friendly names for a backend with preset options.
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "palm-replay": ("replay", {}),
+    # A local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, `stepdistill serve`).
+    "local-openai": ("openai", {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "STEPDISTILL_API_KEY"}),
 }
 
 
 def teacher_names() -> list[str]:
+    """Every backend and alias name ``load_teacher`` accepts."""
     return sorted(set(BACKENDS) | set(ALIASES))
 
 

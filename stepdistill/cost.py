@@ -1,0 +1,98 @@
+"""Tokens and money: a price table, a running budget, and pre-run estimates.
+
+Prices are US dollars per million tokens, prompt and completion apart, by model name.
+The built-in table is a starting point that goes stale; pass your own YAML or JSON
+file (``{model: {prompt: 0.15, completion: 0.60}}``) to ``load_prices``. A model
+missing from the table costs 0 (a local server), and the summary says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# USD per 1M tokens (list prices when written; check your provider's page).
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "gpt-4o-mini": {"prompt": 0.15, "completion": 0.60},
+    "gpt-4o": {"prompt": 2.50, "completion": 10.00},
+    "gpt-4.1-mini": {"prompt": 0.40, "completion": 1.60},
+    "gpt-4.1-nano": {"prompt": 0.10, "completion": 0.40},
+    "gpt-3.5-turbo-instruct": {"prompt": 1.50, "completion": 2.00},
+}
+
+
+def load_prices(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """The built-in table, updated by a YAML / JSON file of the same shape."""
+    prices = {model: dict(entry) for model, entry in DEFAULT_PRICES.items()}
+    if path is None:
+        return prices
+    text = Path(path).read_text(encoding="utf-8")
+    loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a price table maps model names to {{prompt: X, completion: Y}}")
+    for model, entry in loaded.items():
+        if not isinstance(entry, dict) or not {"prompt", "completion"} <= set(entry):
+            raise ValueError(f"{path}: price of {model!r} needs 'prompt' and 'completion' (USD per 1M tokens)")
+        prices[str(model)] = {"prompt": float(entry["prompt"]), "completion": float(entry["completion"])}
+    return prices
+
+
+def price_of(prompt_tokens: int, completion_tokens: int, model: str | None, prices: dict[str, dict[str, float]]) -> float:
+    """USD for these tokens; 0 for a model the table does not know."""
+    entry = prices.get(model or "")
+    if entry is None:
+        return 0.0
+    return (prompt_tokens * entry["prompt"] + completion_tokens * entry["completion"]) / 1e6
+
+
+def count_tokens(text: str, tokenizer: object | None = None) -> int:
+    """A tokenizer's count, else ~4 characters a token (the usual English BPE rate)."""
+    if tokenizer is not None:
+        return len(tokenizer.encode(text))  # type: ignore[attr-defined]
+    return max(1, (len(text) + 3) // 4)
+
+
+@dataclass
+class Budget:
+    """Tokens and cost spent in this run, and the limits that stop it."""
+
+    model: str | None
+    prices: dict[str, dict[str, float]]
+    max_cost: float | None = None
+    """Stop once this many USD are spent (new requests only; stored ones are free)."""
+    max_tokens: int | None = None
+    """Stop once this many tokens (prompt + completion) are spent."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    stopped: str | None = field(default=None)
+
+    def add(self, usage: dict[str, int]) -> None:
+        self.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
+        self.completion_tokens += int(usage.get("completion_tokens", 0) or 0)
+        self.requests += 1
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost(self) -> float:
+        return price_of(self.prompt_tokens, self.completion_tokens, self.model, self.prices)
+
+    def exhausted(self) -> bool:
+        """True (and says why in ``stopped``) once a limit is reached."""
+        if self.max_cost is not None and self.cost >= self.max_cost:
+            self.stopped = f"cost budget reached: ${self.cost:.4f} >= ${self.max_cost:.4f}"
+        elif self.max_tokens is not None and self.tokens >= self.max_tokens:
+            self.stopped = f"token budget reached: {self.tokens} >= {self.max_tokens}"
+        return self.stopped is not None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 6), "priced": (self.model or "") in self.prices, **({"stopped": self.stopped} if self.stopped else {}),
+        }

@@ -1,0 +1,283 @@
+"""Backend ``openai``: any OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, llama.cpp
+server, Ollama, ``stepdistill serve``), chat or completions style.
+
+Requests run concurrently on an asyncio loop in a worker thread (a semaphore bounds
+the number in flight; optional requests- and tokens-per-minute limits pace them), and
+completions are handed back to the caller as each one arrives, so the caching wrapper
+commits every answer at once. The client's own retries are off: ``tenacity`` retries
+429, 5xx, timeouts, dropped connections and malformed bodies with exponential backoff
+and jitter, waiting what ``Retry-After`` asks for when the server says.
+
+The API key is read from an environment variable and is never part of the cache key,
+the teacher's identity, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..tasks import Task
+from . import Completion, Request
+
+STYLES = ("chat", "completions")
+
+
+class RateLimiter:
+    """At most ``per_minute`` units a minute: a token bucket refilled continuously."""
+
+    def __init__(self, per_minute: float):
+        self.capacity = float(per_minute)
+        self.available = float(per_minute)
+        self.updated = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)  # one oversized request must still pass
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.available = min(self.capacity, self.available + (now - self.updated) * self.capacity / 60)
+                self.updated = now
+                if self.available >= amount:
+                    self.available -= amount
+                    return
+                await asyncio.sleep((amount - self.available) * 60 / self.capacity)
+
+
+def retry_after_seconds(error: BaseException) -> float | None:
+    """The wait a 429 / 503 asks for (``Retry-After``: seconds or an HTTP date)."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class MalformedResponse(Exception):
+    """A 200 whose body is not a usable completion (bad JSON, no choices)."""
+
+
+def is_retryable(error: BaseException) -> bool:
+    import openai
+
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in (408, 409, 429) or error.status_code >= 500
+    # Timeouts and dropped connections; a body that is not JSON or not a completion.
+    return isinstance(error, openai.APIConnectionError | openai.APIResponseValidationError | MalformedResponse | ValueError)
+
+
+def describe(error: BaseException, secret: str | None) -> str:
+    """``Kind: message`` for the failure account, with the key scrubbed just in case."""
+    status = getattr(error, "status_code", None)
+    message = " ".join(str(error).split())[:300]
+    text = f"{type(error).__name__}{f' {status}' if status else ''}: {message}"
+    return text.replace(secret, "***") if secret else text
+
+
+class OpenAITeacher:
+    """An OpenAI-compatible endpoint as a teacher."""
+
+    def __init__(
+        self,
+        task: Task,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        style: str = "completions",
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        stop: list[str] | None = None,
+        concurrency: int = 8,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        max_wait: float = 60.0,
+        system: str | None = None,
+    ):
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, not {style!r}")
+        self.name = "openai"
+        self.task = task
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.style = style
+        self.temperature = float(temperature)
+        self.max_tokens = int(max_tokens)
+        # The task's cut markers stop the model before it invents the next example
+        # (the API accepts at most four).
+        self.stop = list(stop if stop is not None else task.parser.cut_at)[:4]
+        self.concurrency = int(concurrency)
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_wait = float(max_wait)
+        self.system = system
+        self.retries = 0
+        if base_url is None and not os.environ.get(api_key_env):
+            raise ValueError(f"the openai teacher needs an API key in ${api_key_env} (or a base_url of a local server)")
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What decides the output: no key, no endpoint (so a cache moves with the model)."""
+        return {
+            "backend": "openai", "model": self.model, "style": self.style, "temperature": self.temperature,
+            "max_tokens": self.max_tokens, "stop": self.stop, "system": self.system,
+        }
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
+        """Yield completions as they arrive. Closing the iterator early cancels what is
+        still in flight (those answers are not delivered, hence not stored)."""
+        answers: queue.Queue[Completion | BaseException | None] = queue.Queue()
+        stop = threading.Event()
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self._run_loop, args=(loop, list(requests), answers, stop), daemon=True)
+        thread.start()
+        try:
+            while (item := answers.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item  # the loop itself failed (not one request): say so
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop, requests: list[Request], answers: queue.Queue, stop: threading.Event) -> None:
+        try:
+            loop.run_until_complete(self._run(requests, answers, stop))
+        except BaseException as error:
+            answers.put(error)
+        finally:
+            loop.close()
+            answers.put(None)
+
+    async def _run(self, requests: list[Request], answers: queue.Queue, stop: threading.Event) -> None:
+        import openai
+
+        key = os.environ.get(self.api_key_env) or "EMPTY"  # local servers accept any key
+        client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
+        semaphore = asyncio.Semaphore(self.concurrency)
+        rpm = RateLimiter(self.requests_per_minute) if self.requests_per_minute else None
+        tpm = RateLimiter(self.tokens_per_minute) if self.tokens_per_minute else None
+        tasks: set[asyncio.Task] = set()
+
+        async def one(request: Request) -> None:
+            try:
+                if rpm:
+                    await rpm.acquire()
+                if tpm:
+                    await tpm.acquire(len(request.prompt) / 4 + self.max_tokens)
+                completion = await self._ask(client, request, key)
+            finally:
+                semaphore.release()
+            answers.put(completion)
+
+        async def slot() -> bool:
+            # Poll so that a consumer who stops (a budget reached) is noticed quickly
+            # even while every slot waits on a slow request.
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(semaphore.acquire(), timeout=0.2)
+                    return True
+                except TimeoutError:
+                    continue
+            return False
+
+        try:
+            for request in requests:
+                if not await slot():
+                    break
+                task = asyncio.create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks and not stop.is_set():
+                await asyncio.wait(set(tasks), timeout=0.2)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
+
+    async def _ask(self, client: Any, request: Request, key: str) -> Completion:
+        from tenacity import (
+            AsyncRetrying,
+            RetryError,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
+        backoff = wait_random_exponential(multiplier=0.5, max=self.max_wait)
+
+        def wait(state: Any) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            asked = retry_after_seconds(error) if error else None
+            # Honour the server's Retry-After, plus a little jitter so that many
+            # waiting requests do not all return in the same instant.
+            return min(self.max_wait, asked + backoff(state) * 0.1) if asked is not None else backoff(state)
+
+        def count_retry(state: Any) -> None:
+            self.retries += 1
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_retryable), wait=wait, stop=stop_after_attempt(self.max_retries + 1),
+                before_sleep=count_retry, reraise=False,
+            ):
+                with attempt:
+                    text, usage = await self._call(client, request)
+            return Completion(request, text, usage=usage)
+        except RetryError as error:
+            last = error.last_attempt.exception()
+            return Completion(request, None, error=f"retries exhausted: {describe(last, key) if last else 'unknown'}")
+        except Exception as error:  # a 400, 401, 404 ...: not worth retrying
+            return Completion(request, None, error=describe(error, key))
+
+    async def _call(self, client: Any, request: Request) -> tuple[str, dict[str, int]]:
+        params: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.stop:
+            params["stop"] = self.stop
+        if self.style == "chat":
+            messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+                {"role": "user", "content": request.prompt}
+            ]
+            response = await client.chat.completions.create(messages=messages, **params)
+            choices = getattr(response, "choices", None)
+            text = choices[0].message.content if choices else None
+        else:
+            response = await client.completions.create(prompt=request.prompt, **params)
+            choices = getattr(response, "choices", None)
+            text = choices[0].text if choices else None
+        if not isinstance(text, str):
+            raise MalformedResponse(f"no completion text in the response ({type(response).__name__})")
+        usage = getattr(response, "usage", None)
+        if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
+            counts = {"prompt_tokens": int(usage.prompt_tokens), "completion_tokens": int(usage.completion_tokens or 0)}
+        else:
+            from ..cost import count_tokens
+
+            # No usage reported (some servers): estimate, and say so.
+            counts = {"prompt_tokens": count_tokens(request.prompt), "completion_tokens": count_tokens(text), "estimated": 1}
+        return text, counts
