@@ -154,11 +154,9 @@ def format_input(task: Task, record: dict[str, Any], where: str) -> str:
 def gold_label(task: Task, record: dict[str, Any], where: str) -> str | None:
     if task.label_field is None:
         return None
-    if task.label_field not in record:
-        raise DataError(f"{where}: missing field {task.label_field!r} (the task's label field)")
-    value = record[task.label_field]
+    value = record.get(task.label_field)
     if value is None or value == "":
-        return None  # unlabeled row
+        return None  # an unlabeled row: the common case for a user's own training data
     if task.label_map is not None:
         mapped = task.label_map.get(value, task.label_map.get(str(value)))
         if mapped is None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from .annotate import annotate
 from .config import TrainConfig
 from .tasks import load_task
-from .train import train
+from .train import ensure_annotations, train
+
+
+def teacher_accuracy(config: TrainConfig, split: str = "test") -> float | None:
+    """The teacher's accuracy on a split, from its rationale dataset's summary."""
+    directory = ensure_annotations(config, load_task(config.task))
+    summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+    return summary["splits"].get(split, {}).get("teacher_accuracy")
 
 
 def run(config: TrainConfig | None = None) -> dict[str, Any]:
@@ -18,12 +23,8 @@ def run(config: TrainConfig | None = None) -> dict[str, Any]:
     config = config or TrainConfig()
     started = time.time()
     task = load_task(config.task)
-    directory = Path(config.annotations) if config.annotations else Path("annotations") / f"{task.name}-{config.teacher}"
-    if not (directory / "summary.json").is_file():
-        annotate(task, config.teacher, directory, data=config.data_dir)
-    config.annotations = str(directory)
-    summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
-    teacher_test = summary["splits"].get("test", {}).get("teacher_accuracy")
+    config.annotations = str(ensure_annotations(config, task))
+    teacher_test = teacher_accuracy(config)
     metrics = train(config)
     wall = time.time() - started
     print()

@@ -309,16 +309,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_annotations(config: TrainConfig, task: Task) -> dict[str, dict[str, Any]]:
-    """The teacher's rationales and labels for the training split (made if missing)."""
-    if config.mode == "standard":
-        return {}
+def ensure_annotations(config: TrainConfig, task: Task) -> Path:
+    """The folder of the teacher's rationale dataset; made with ``config.teacher`` when no
+    folder was given and the default one does not exist yet."""
     directory = Path(config.annotations) if config.annotations else Path("annotations") / f"{task.name}-{config.teacher}"
     if not (directory / "train.jsonl").is_file():
         if config.annotations:
             raise FileNotFoundError(f"{directory}/train.jsonl not found: run `stepdistill annotate` first")
         annotate(task, config.teacher, directory, data=config.data_dir)
-    return load_annotations(directory, "train")
+    return directory
+
+
+def prepare_annotations(config: TrainConfig, task: Task) -> dict[str, dict[str, Any]]:
+    """The teacher's rationales and labels for the training split (none for standard)."""
+    if config.mode == "standard":
+        return {}
+    return load_annotations(ensure_annotations(config, task), "train")
 
 
 def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:

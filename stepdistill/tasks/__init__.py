@@ -121,6 +121,17 @@ def normalize_label(label: str, how: str) -> str:
     return label
 
 
+class _TaskLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans only: a label set ``[yes, no]`` stays two strings."""
+
+
+_TaskLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_TaskLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def builtin_names() -> list[str]:
     return sorted(path.stem for path in BUILTIN_DIR.glob("*.yaml"))
 
@@ -139,7 +150,7 @@ def load_task(name_or_path: str | Path) -> Task:
                 "or give the path of a task YAML file"
             )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as error:
         raise TaskError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):

@@ -1,0 +1,147 @@
+"""Report: read only a sweep's results file; write a markdown report with tables and plots.
+
+Tables: per task, mean ± standard error over seeds for each mode and training fraction.
+Plots (PNG): accuracy vs training-data fraction, DSS against standard fine-tuning and
+against standard distillation (the paper's Figures 4 and 5), and a mode ablation bar
+chart at the largest fraction (its Table 2), with the teacher's accuracy as a line.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_text
+from .sweep import read_results
+
+MODE_NAMES = {
+    "standard": "standard fine-tuning (gold)",
+    "distill": "standard distillation (teacher labels)",
+    "dss": "distilling step-by-step",
+    "dss-teacher": "distilling step-by-step (teacher labels)",
+    "single": "single-task (rationale + label)",
+    "single-teacher": "single-task (teacher labels)",
+}
+
+
+def variant(row: dict[str, Any]) -> str:
+    """Mode, with the label source where it changes what the mode means."""
+    if row["mode"] in ("dss", "single") and row.get("label_source", "gold") != "gold":
+        return f"{row['mode']}-{row['label_source']}"
+    return str(row["mode"])
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, se
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], dict[str, Any]]]:
+    """task -> (variant, fraction) -> {mean, se, n} of test accuracy (in %)."""
+    groups: dict[str, dict[tuple[str, float], list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get("test_accuracy") is None:
+            continue
+        groups[row["task"]][(variant(row), float(row["train_fraction"]))].append(100 * float(row["test_accuracy"]))
+    result: dict[str, dict[tuple[str, float], dict[str, Any]]] = {}
+    for task, cells in groups.items():
+        result[task] = {}
+        for key, values in cells.items():
+            mean, se = mean_se(values)
+            result[task][key] = {"mean": mean, "se": se, "n": len(values)}
+    return result
+
+
+def teacher_line(rows: list[dict[str, Any]], task: str) -> float | None:
+    values = [r["teacher_test_accuracy"] for r in rows if r["task"] == task and r.get("teacher_test_accuracy") is not None]
+    return 100 * statistics.fmean(values) if values else None
+
+
+def report(results: str | Path, output: str | Path | None = None) -> Path:
+    """Write ``report.md`` and PNG plots next to the results file (or into ``output``)."""
+    rows = read_results(results)
+    if not rows:
+        raise ValueError(f"{results}: no results to report")
+    output = Path(output) if output else Path(results).parent / "report"
+    output.mkdir(parents=True, exist_ok=True)
+    table = aggregate(rows)
+    lines = ["# Results", "", f"From `{results}` ({len(rows)} runs). Test accuracy (%), mean ± standard error over seeds (n = seeds).", ""]
+    for task, cells in sorted(table.items()):
+        fractions = sorted({fraction for _, fraction in cells})
+        variants = sorted({name for name, _ in cells}, key=lambda v: list(MODE_NAMES).index(v) if v in MODE_NAMES else 99)
+        lines += [f"## {task}", ""]
+        teacher = teacher_line(rows, task)
+        if teacher is not None:
+            lines += [f"Teacher (few-shot CoT) test accuracy: {teacher:.1f}%", ""]
+        lines.append("| mode | " + " | ".join(f"{100 * f:g}% data" for f in fractions) + " |")
+        lines.append("|---|" + "---|" * len(fractions))
+        for name in variants:
+            cells_text = []
+            for fraction in fractions:
+                cell = cells.get((name, fraction))
+                cells_text.append("" if cell is None else f"{cell['mean']:.1f} ± {cell['se']:.1f} (n={cell['n']})")
+            lines.append(f"| {MODE_NAMES.get(name, name)} | " + " | ".join(cells_text) + " |")
+        lines.append("")
+        for png in plot_task(task, cells, teacher, output):
+            lines += [f"![{png.stem}]({png.name})", ""]
+    path = output / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def plot_task(task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher: float | None, output: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    fractions = sorted({fraction for _, fraction in cells})
+    for baseline in ("standard", "distill"):
+        if len(fractions) < 2 or not any(name == baseline for name, _ in cells) or not any(name.startswith("dss") for name, _ in cells):
+            continue
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for name in (["dss", baseline] if baseline == "standard" else ["dss-teacher", "dss", baseline]):
+            points = [(f, cells[(name, f)]) for f in fractions if (name, f) in cells]
+            if not points:
+                continue
+            axis.errorbar([100 * f for f, _ in points], [c["mean"] for _, c in points], yerr=[c["se"] for _, c in points],
+                          marker="o", capsize=4, label=MODE_NAMES.get(name, name))
+        if teacher is not None:
+            axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
+        axis.set_xscale("log", base=2)
+        axis.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
+        axis.set_xlabel("training data used (% of the training split)")
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title(f"{task}: distilling step-by-step vs {MODE_NAMES[baseline]}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        path = output / f"{task}-dss-vs-{baseline}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        written.append(path)
+    largest = max(fractions)
+    bars = [(name, cells[(name, largest)]) for name in MODE_NAMES if (name, largest) in cells]
+    if bars:
+        figure, axis = plt.subplots(figsize=(7, 4))
+        positions = range(len(bars))
+        axis.bar(positions, [c["mean"] for _, c in bars], yerr=[c["se"] for _, c in bars], capsize=5, color="tab:blue", alpha=0.8)
+        axis.set_xticks(list(positions), [MODE_NAMES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7)
+        if teacher is not None:
+            axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
+            axis.legend(fontsize=8)
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title(f"{task}: training modes at {100 * largest:g}% of the data")
+        axis.grid(axis="y", alpha=0.3)
+        figure.tight_layout()
+        path = output / f"{task}-modes.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -1,0 +1,125 @@
+"""Sweeps: expand a grid of runs from a YAML file, train each into its own folder, and
+append one row per finished run to a results file. Runs already in the results file are
+skipped, so a killed sweep resumes where it stopped.
+
+```yaml
+name: svamp-modes
+output_dir: sweeps/svamp          # runs/ and results.jsonl go here
+base: {task: svamp, epochs: 4}    # TrainConfig fields shared by every run
+grid:                             # every combination is one run
+  mode: [standard, distill, dss, single]
+  train_fraction: [0.125, 0.25, 0.5, 1.0]
+  seed: [0, 1, 2]
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, TrainConfig, make_config
+
+RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "seed")
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(spec, dict) or "grid" not in spec:
+        raise ConfigError(f"{path}: a sweep file needs a 'grid' mapping (and optional 'base', 'output_dir')")
+    unknown = set(spec) - {"name", "output_dir", "base", "grid"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep key(s) {sorted(unknown)}")
+    for key, values in spec["grid"].items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
+    spec.setdefault("output_dir", str(Path("sweeps") / (spec.get("name") or Path(path).stem)))
+    return spec
+
+
+def expand(spec: dict[str, Any]) -> list[TrainConfig]:
+    """Every combination of the grid on top of the base config (validated up front)."""
+    keys = list(spec["grid"])
+    configs = []
+    for values in itertools.product(*(spec["grid"][k] for k in keys)):
+        values_map = {**(spec.get("base") or {}), **dict(zip(keys, values, strict=True))}
+        config = make_config(values_map)
+        config.output_dir = str(Path(spec["output_dir"]) / "runs")
+        config.run_name = run_id(config)
+        configs.append(config)
+    ids = [c.run_name for c in configs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("the grid produces duplicate runs")
+    return configs
+
+
+def run_id(config: TrainConfig) -> str:
+    """A readable id that names what varies in the paper's experiments."""
+    task = Path(config.task).stem
+    student = Path(config.student).name
+    source = f"-{config.label_source}" if config.mode in ("dss", "single") and config.label_source != "gold" else ""
+    return f"{task}-{config.mode}{source}-f{config.train_fraction:g}-{student}-s{config.seed}"
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a results file; a torn last line (a crash mid-write) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def append_result(path: str | Path, row: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    with path.open("a", encoding="utf-8") as handle:
+        if text and not text.endswith("\n"):
+            handle.write("\n")  # close a torn line left by a crash
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+
+
+def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows."""
+    from .run import teacher_accuracy
+    from .train import train
+
+    spec = load_sweep(path)
+    results_path = Path(spec["output_dir"]) / "results.jsonl"
+    configs = expand(spec)
+    done = {row["run_id"] for row in read_results(results_path)}
+    todo = [c for c in configs if c.run_name not in done]
+    print(f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run")
+    for index, config in enumerate(todo, start=1):
+        print(f"[{index}/{len(todo)}] {config.run_name}")
+        if dry_run:
+            continue
+        started = time.time()
+        metrics = train(config)
+        row = {
+            "run_id": config.run_name,
+            **{key: getattr(config, key) for key in RESULT_FIELDS},
+            "task": metrics["task"],
+            "test_accuracy": metrics["test_accuracy"],
+            "valid_accuracy": metrics["valid_accuracy"],
+            "teacher_test_accuracy": teacher_accuracy(config),
+            "train_examples": metrics["train_examples"],
+            "steps": metrics["steps"],
+            "best_step": metrics["best_step"],
+            "run_dir": metrics["run_dir"],
+            "wall_seconds": round(time.time() - started, 1),
+        }
+        append_result(results_path, row)
+    return read_results(results_path)

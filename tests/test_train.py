@@ -1,0 +1,140 @@
+"""The multi-task loss and the training loop, on tiny randomly-initialised students."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stepdistill.config import ConfigError, make_config
+from stepdistill.data import Example
+from stepdistill.encode import LABEL, RATIONALE
+from stepdistill.students import load_student
+from stepdistill.train import (
+    IGNORE,
+    TrainingExample,
+    collate,
+    encode_example,
+    micro_batches,
+    step_loss,
+    token_losses,
+)
+
+
+def examples(n=6):
+    items = []
+    for i in range(n):
+        example = Example(f"e{i}", "train", f"Luke scored {84 + i} points after {2 + i % 3} rounds. How many?", None, "train", i)
+        items.append(TrainingExample(example, f"( {84 + i}.0 / 2.0 )", "He scored the points over the rounds. " * (1 + i % 3)))
+    return items
+
+
+def rows_for(tokenizer, mode, seq2seq):
+    config = make_config({"mode": mode})
+    return [row for item in examples() for row in encode_example(tokenizer, config, item, seq2seq)]
+
+
+def two_pass_loss(model, rows, pad, seq2seq, weight):
+    """The reference: one padded batch per task, mean token loss each (as the paper's code)."""
+    total = 0.0
+    for kind, factor in ((LABEL, 1.0), (RATIONALE, weight)):
+        chosen = [r for r in rows if r.kind == kind]
+        if not chosen:
+            continue
+        batch = collate([[r] for r in chosen], pad, seq2seq)
+        if seq2seq:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).logits
+            loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE)
+        total += factor * loss.item()
+    return total
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("pack_length, budget", [(0, 100_000), (0, 64), (96, 100_000), (128, 200)])
+def test_one_pass_loss_equals_the_two_pass_loss(request, kind, pack_length, budget):
+    folder = request.getfixturevalue(f"tiny_{'causal' if kind == 'causal' else 'seq2seq'}")
+    model, tokenizer = load_student(str(folder))
+    model.eval()
+    seq2seq = kind == "seq2seq"
+    rows = rows_for(tokenizer, "dss", seq2seq)
+    groups = [collate(g, tokenizer.pad_token_id, seq2seq) for g in micro_batches(rows, budget, seq2seq, pack_length)]
+    with torch.no_grad():
+        ours = step_loss(model, groups, rationale_weight=0.7, backward=False)["loss"]
+        reference = two_pass_loss(model, rows, tokenizer.pad_token_id, seq2seq, 0.7)
+    assert ours == pytest.approx(reference, rel=1e-4)
+
+
+def test_sparse_lm_head_equals_full_logits(tiny_causal):
+    model, tokenizer = load_student(str(tiny_causal))
+    rows = rows_for(tokenizer, "dss", False)
+    batch = collate([[r] for r in rows], tokenizer.pad_token_id, False)
+    with torch.no_grad():
+        sparse, kinds_a = token_losses(model, batch, sparse_head=True)
+        full, kinds_b = token_losses(model, batch, sparse_head=False)
+    assert torch.allclose(sparse, full, atol=1e-5) and torch.equal(kinds_a, kinds_b)
+
+
+def test_micro_batches_give_the_same_gradient_as_one_batch(tiny_causal):
+    model, tokenizer = load_student(str(tiny_causal))
+    rows = rows_for(tokenizer, "dss", False)
+
+    def gradient(budget, pack):
+        model.zero_grad()
+        groups = [collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows, budget, False, pack)]
+        step_loss(model, groups, 1.0)
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    one = gradient(100_000, 0)
+    assert torch.allclose(one, gradient(40, 0), atol=1e-5)
+    assert torch.allclose(one, gradient(100_000, 96), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["standard", "distill", "dss", "single"])
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_each_mode_learns_on_a_tiny_model(request, mode, kind):
+    folder = request.getfixturevalue(f"tiny_{kind}")
+    model, tokenizer = load_student(str(folder))
+    seq2seq = kind == "seq2seq"
+    rows = rows_for(tokenizer, mode, seq2seq)
+    assert {r.kind for r in rows} == ({LABEL, RATIONALE} if mode == "dss" else {LABEL})
+    groups = [collate(g, tokenizer.pad_token_id, seq2seq) for g in micro_batches(rows, 4096, seq2seq, 128)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        losses.append(step_loss(model, groups, 1.0)["loss"])
+        optimizer.step()
+        optimizer.zero_grad()
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_unknown_mode_lists_the_choices():
+    with pytest.raises(ConfigError, match="standard, distill, dss, single"):
+        make_config({"mode": "magic"})
+
+
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(ConfigError, match="learning_rat"):
+        make_config({"learning_rat": 1})
+
+
+def test_single_target_holds_rationale_then_label(tiny_causal):
+    _, tokenizer = load_student(str(tiny_causal))
+    (row,) = encode_example(tokenizer, make_config({"mode": "single"}), examples(1)[0], False)
+    text = tokenizer.decode(row.target, skip_special_tokens=True)
+    assert text.startswith("He scored") and text.endswith("Answer: ( 84.0 / 2.0 )")
+
+
+def test_rationale_weight_scales_only_the_rationale_term(tiny_causal):
+    model, tokenizer = load_student(str(tiny_causal))
+    rows = rows_for(tokenizer, "dss", False)
+    groups = [collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows, 4096, False, 0)]
+    with torch.no_grad():
+        a = step_loss(model, groups, 0.0, backward=False)
+        b = step_loss(model, groups, 2.0, backward=False)
+    assert a["loss"] == pytest.approx(a["label_loss"], rel=1e-5)
+    assert b["loss"] == pytest.approx(b["label_loss"] + 2 * b["rationale_loss"], rel=1e-5)
+    assert json.dumps(b)  # plain floats, loggable
