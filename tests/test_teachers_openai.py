@@ -189,3 +189,35 @@ def test_against_the_project_server_with_a_tiny_model(tmp_path, tiny_causal):
     assert len(rows) == 3 and all(row["raw"] is not None and "error" not in row for row in rows)
     assert summary["usage"]["completion_tokens"] > 0
     assert files_containing(tmp_path, SECRET) == []
+
+
+def test_retry_after_and_error_text_helpers():
+    from types import SimpleNamespace
+
+    from stepdistill.teachers.openai import describe, retry_after_seconds
+
+    def error(headers):
+        return SimpleNamespace(response=SimpleNamespace(headers=headers))
+
+    assert retry_after_seconds(error({"retry-after": "2"})) == 2.0
+    assert retry_after_seconds(error({"retry-after-ms": "250"})) == 0.25
+    assert 0 <= retry_after_seconds(error({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) < 1  # a past date
+    assert retry_after_seconds(error({})) is None and retry_after_seconds(ValueError("x")) is None
+    # Even if a server echoed the key back, it never reaches the failure account.
+    assert SECRET not in describe(RuntimeError(f"bad key {SECRET}"), SECRET)
+
+
+def test_rate_limiter_paces_once_the_bucket_is_empty():
+    import asyncio
+
+    from stepdistill.teachers.openai import RateLimiter
+
+    async def run() -> float:
+        limiter = RateLimiter(per_minute=600)  # 10 a second
+        limiter.available = 0
+        start = time.monotonic()
+        for _ in range(3):
+            await limiter.acquire()
+        return time.monotonic() - start
+
+    assert 0.25 <= asyncio.run(run()) < 1.5
