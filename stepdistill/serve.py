@@ -167,6 +167,11 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(400, describe_validation(error.errors()))
 
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, error: Exception) -> JSONResponse:
+        # A bug or a model failure: still an OpenAI-style body, and the server keeps running.
+        return error_response(500, f"internal error ({type(error).__name__}); see the server log", "server_error")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         return error_response(error.status_code, str(error.detail), "not_found_error" if error.status_code == 404 else "invalid_request_error")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .encode import SINGLE_ANSWER_MARKER
 from .tasks import Task, task_from_dict
 
 TaskInput = str | dict[str, Any]
@@ -140,6 +141,10 @@ class Student:
             max_input_tokens=self.max_input_tokens, max_rationale_tokens=self.max_rationale_tokens,
             batch_size=self.batch_size, bf16=self.bf16,
         )
+        if rationale and self.mode == "single":
+            # A single-mode student writes the rationale before the label, in one output.
+            for result in results:
+                result["rationale"] = rationale_from_single(result["raw"])
         return [Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale")) for r in results]
 
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -170,3 +175,9 @@ class Student:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+
+def rationale_from_single(text: str) -> str:
+    """The rationale part of a single-mode output (all of it when the marker is missing)."""
+    marker = SINGLE_ANSWER_MARKER.strip()
+    return text.rsplit(marker, 1)[0].strip() if marker in text else text.strip()

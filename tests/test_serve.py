@@ -203,3 +203,17 @@ def test_a_bare_model_folder_serves_plain_completions(tiny_seq2seq):
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["role"] == "assistant"
         too_many = post(base, "/v1/completions", {**body, "max_tokens": 9}, headers={})
         assert too_many.status_code == 400 and "limit of 8" in too_many.json()["error"]["message"]
+
+
+def test_a_model_failure_is_a_json_500_and_the_server_lives_on(student):
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(student, name)
+
+        def predict(self, inputs, rationale=False):
+            raise RuntimeError("boom")
+
+    with running_server(Broken(), ServeSettings()) as live:
+        response = post(live.url, "/v1/predict", {"inputs": ["a"]}, headers={})
+        assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+        assert httpx.get(f"{live.url}/health").status_code == 200

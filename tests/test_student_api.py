@@ -9,7 +9,7 @@ import pytest
 from tiny_run import make_run
 
 from stepdistill.data import DataError
-from stepdistill.student import Prediction, Student
+from stepdistill.student import Prediction, Student, rationale_from_single
 
 INPUTS = ["premise: a man plays\nhypothesis: someone plays", "Luke scored 84 points", "x" * 50]
 
@@ -67,3 +67,10 @@ def test_bare_model_folder(tiny_seq2seq):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such run or model folder"):
         Student.load(tmp_path / "nope")
+
+
+def test_single_mode_rationale_comes_from_the_one_output(tiny_causal, tmp_path):
+    student = Student.load(make_run(tiny_causal, tmp_path / "single", mode="single"))
+    [prediction] = student.predict(INPUTS[:1], rationale=True)
+    assert prediction.rationale is not None and prediction.raw.startswith(prediction.rationale)
+    assert rationale_from_single("two plus two\nAnswer: 4") == "two plus two"
