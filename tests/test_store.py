@@ -97,3 +97,16 @@ def test_export_and_store_replay_match_annotate(tmp_path):
                         teacher_options={"path": str(out / "store.sqlite")})
     assert read_jsonl(tmp_path / "replayed" / "train.jsonl") == written
     assert replayed["splits"]["train"]["parsed"] == len(written)
+
+
+def test_identical_requests_are_asked_once(tmp_path):
+    task = load_task(make_toy_task(tmp_path, count=3))
+    examples = load_splits(task)["train"]
+    twin = examples[0].__class__(**{**examples[0].__dict__, "id": "twin", "source_index": 99})
+    requests = make_requests(task, [*examples, twin])
+    teacher = ScriptedTeacher()
+    with Store(tmp_path / "s.sqlite") as store:
+        answers = {c.request.example.id: c.text for c in CachingTeacher(teacher, store).complete(requests)}
+        linked = store.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    assert answers["twin"] == answers[examples[0].id] and len(answers) == 4
+    assert sum(teacher.asked.values()) == 3 and linked == 4

@@ -19,6 +19,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,12 @@ class CachingTeacher:
         self.misses += len(missing)
         if not missing:
             return
-        answers = self.backend.complete(missing)
+        # Identical requests (two examples with the same input) are asked once; the
+        # answer goes to each of them.
+        waiting: dict[str, list[Request]] = {}
+        for request in missing:
+            waiting.setdefault(keys[id(request)], []).append(request)
+        answers = self.backend.complete([group[0] for group in waiting.values()])
         try:
             for completion in answers:
                 key = keys[id(completion.request)]
@@ -254,6 +260,10 @@ class CachingTeacher:
                 else:
                     self.store.fail(key, completion)
                 yield completion
+                for twin in waiting[key][1:]:
+                    if completion.error is None:
+                        self.store.link(key, twin)
+                    yield replace(completion, request=twin, usage={}, cached=True)
         finally:
             # A consumer that stops early (a budget reached) stops the backend too.
             close = getattr(answers, "close", None)
