@@ -78,6 +78,7 @@ class ServerState:
     answered: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     headers_seen: list[str] = field(default_factory=list)
+    seeds: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (prompt, attempt number) -> fault name or None.
     plan: Callable[[str, int], str | None] = lambda prompt, attempt: None
@@ -107,6 +108,7 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             with state.lock:
                 state.headers_seen.append(str(self.headers.get("Authorization")))
+                state.seeds[body.get("seed")] += 1
             if self.headers.get("Authorization") != f"Bearer {SECRET}":
                 self.send(401, json.dumps({"error": {"message": "bad key", "type": "auth"}}).encode())
                 return

@@ -221,3 +221,15 @@ def test_rate_limiter_paces_once_the_bucket_is_empty():
         return time.monotonic() - start
 
     assert 0.25 <= asyncio.run(run()) < 1.5
+
+
+def test_samples_through_the_openai_backend_use_one_seed_each(tmp_path):
+    task = make_toy_task(tmp_path, count=4)
+    options = {"model": "toy-model", "temperature": 0.7, "concurrency": 4, **FAST}
+    with scripted_server() as (url, state):
+        summary = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, samples=3,
+                           teacher_options={**options, "base_url": url})
+    rows = read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert len(rows) == 12 and sorted({row["sample"] for row in rows}) == [0, 1, 2]
+    assert state.seeds == {0: 4, 1: 4, 2: 4}  # sample k asks with seed k
+    assert summary["store"]["asked"] == 12 and summary["splits"]["train"]["examples"] == 4

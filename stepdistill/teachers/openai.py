@@ -114,6 +114,7 @@ class OpenAITeacher:
         max_retries: int = 6,
         max_wait: float = 60.0,
         system: str | None = None,
+        seed: int | None = 0,
     ):
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, not {style!r}")
@@ -135,6 +136,9 @@ class OpenAITeacher:
         self.max_retries = int(max_retries)
         self.max_wait = float(max_wait)
         self.system = system
+        # With sampling, request k sends seed + k: samples differ from each other and a
+        # rerun draws the same ones (where the server honours seeds).
+        self.seed = seed
         self.retries = 0
         if base_url is None and not os.environ.get(api_key_env):
             raise ValueError(f"the openai teacher needs an API key in ${api_key_env} (or a base_url of a local server)")
@@ -145,6 +149,7 @@ class OpenAITeacher:
         return {
             "backend": "openai", "model": self.model, "style": self.style, "temperature": self.temperature,
             "max_tokens": self.max_tokens, "stop": self.stop, "system": self.system,
+            "seed": self.seed if self.temperature > 0 else None,
         }
 
     def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
@@ -176,8 +181,9 @@ class OpenAITeacher:
     async def _run(self, requests: list[Request], answers: queue.Queue, stop: threading.Event) -> None:
         import openai
 
-        key = os.environ.get(self.api_key_env) or "EMPTY"  # local servers accept any key
-        client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
+        key = os.environ.get(self.api_key_env) or None
+        # Local servers accept any key; the client insists on one.
+        client = openai.AsyncOpenAI(api_key=key or "EMPTY", base_url=self.base_url, max_retries=0, timeout=self.timeout)
         semaphore = asyncio.Semaphore(self.concurrency)
         rpm = RateLimiter(self.requests_per_minute) if self.requests_per_minute else None
         tpm = RateLimiter(self.tokens_per_minute) if self.tokens_per_minute else None
@@ -220,7 +226,7 @@ class OpenAITeacher:
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
 
-    async def _ask(self, client: Any, request: Request, key: str) -> Completion:
+    async def _ask(self, client: Any, request: Request, key: str | None) -> Completion:
         from tenacity import (
             AsyncRetrying,
             RetryError,
@@ -259,6 +265,8 @@ class OpenAITeacher:
         params: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.stop:
             params["stop"] = self.stop
+        if self.seed is not None and self.temperature > 0:
+            params["seed"] = self.seed + request.sample
         if self.style == "chat":
             messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
                 {"role": "user", "content": request.prompt}
