@@ -146,6 +146,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    rows = sweep(args.sweep_file, dry_run=args.dry_run)
+    print(f"{len(rows)} result rows")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    print(f"report: {report(args.results, args.output)}")
+    return 0
+
+
 def add_teacher_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="teacher model name (openai) or folder / hub id (hf)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -228,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens accepted")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("sweep", help="run a grid of trainings from a YAML file; skips runs already done")
+    p.add_argument("sweep_file")
+    p.add_argument("--dry-run", action="store_true", help="list the runs to do; train nothing")
+    p.set_defaults(func=cmd_sweep)
+
+    p = commands.add_parser("report", help="markdown tables and PNG plots from a sweep's results file")
+    p.add_argument("results", help="results.jsonl written by `stepdistill sweep`")
+    p.add_argument("--output", help="folder (default: report/ next to the results file)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

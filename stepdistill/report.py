@@ -118,7 +118,7 @@ def plot_task(task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher
         axis.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
         axis.set_xlabel("training data used (% of the training split)")
         axis.set_ylabel("test accuracy (%)")
-        axis.set_title(f"{task}: distilling step-by-step vs {MODE_NAMES[baseline]}")
+        axis.set_title(f"{task}: distilling step-by-step vs {MODE_NAMES[baseline].split(' (')[0]}", fontsize=10)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -137,7 +137,7 @@ def plot_task(task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher
             axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
             axis.legend(fontsize=8)
         axis.set_ylabel("test accuracy (%)")
-        axis.set_title(f"{task}: training modes at {100 * largest:g}% of the data")
+        axis.set_title(f"{task}: training modes at {100 * largest:g}% of the data", fontsize=10)
         axis.grid(axis="y", alpha=0.3)
         figure.tight_layout()
         path = output / f"{task}-modes.png"

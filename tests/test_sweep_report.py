@@ -1,0 +1,98 @@
+"""Sweep expansion, skip / resume, and the report from a synthetic results file."""
+
+import json
+
+import pytest
+
+from stepdistill.config import ConfigError
+from stepdistill.report import aggregate, mean_se, report
+from stepdistill.sweep import append_result, expand, load_sweep, read_results, sweep
+
+
+def write_sweep(tmp_path, grid, base=None):
+    path = tmp_path / "sweep.yaml"
+    spec = {"name": "t", "output_dir": str(tmp_path / "out"), "base": base or {}, "grid": grid}
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):
+    path = write_sweep(tmp_path, {"mode": ["standard", "dss"], "train_fraction": [0.5, 1.0], "seed": [0, 1]}, {"epochs": 1})
+    configs = expand(load_sweep(path))
+    assert len(configs) == 8
+    assert configs[0].run_name == "svamp-standard-f0.5-smollm2-135m-s0"
+    assert all(c.epochs == 1 and c.output_dir.endswith("out/runs") for c in configs)
+
+
+def test_bad_grid_values_fail_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown mode"):
+        expand(load_sweep(write_sweep(tmp_path, {"mode": ["standard", "magic"]})))
+    with pytest.raises(ConfigError, match="unknown config key"):
+        expand(load_sweep(write_sweep(tmp_path, {"epoch": [1]})))
+
+
+def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
+    path = write_sweep(tmp_path, {"mode": ["standard", "dss"], "seed": [0, 1]})
+    trained = []
+
+    def fake_train(config):
+        trained.append(config.run_name)
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # a sweep killed during its third run
+        return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
+                "best_step": 1, "run_dir": "x"}
+
+    monkeypatch.setattr("stepdistill.train.train", fake_train)
+    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(path)
+    results = tmp_path / "out" / "results.jsonl"
+    assert len(read_results(results)) == 2
+    with results.open("a") as handle:
+        handle.write('{"run_id": "torn')  # a crash mid-write leaves a torn line
+    trained.clear()
+    rows = sweep(path)
+    assert trained == ["svamp-dss-f1-smollm2-135m-s0", "svamp-dss-f1-smollm2-135m-s1"]
+    assert len(rows) == 4 and len({r["run_id"] for r in rows}) == 4
+    trained.clear()
+    sweep(path)
+    assert trained == []
+
+
+def test_mean_and_standard_error():
+    assert mean_se([50.0]) == (50.0, 0.0)
+    mean, se = mean_se([50.0, 60.0, 70.0])
+    assert mean == 60.0 and se == pytest.approx(10 / 3 ** 0.5)
+
+
+def synthetic_results(path):
+    rows = []
+    for mode, base in (("standard", 40), ("distill", 38), ("dss", 45), ("single", 41)):
+        for fraction in (0.125, 0.25, 0.5, 1.0):
+            for seed in range(3):
+                rows.append({"run_id": f"{mode}-{fraction}-{seed}", "task": "svamp", "mode": mode, "label_source": "gold",
+                             "train_fraction": fraction, "student": "s", "seed": seed,
+                             "test_accuracy": (base + 10 * fraction + seed) / 100, "teacher_test_accuracy": 0.775})
+    for row in rows:
+        append_result(path, row)
+    return rows
+
+
+def test_report_tables_and_plots(tmp_path):
+    results = tmp_path / "results.jsonl"
+    synthetic_results(results)
+    table = aggregate(read_results(results))
+    cell = table["svamp"][("dss", 1.0)]
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(56.0) and cell["se"] == pytest.approx(1 / 3 ** 0.5)
+    path = report(results)
+    text = path.read_text()
+    assert "| distilling step-by-step | 47.2 ± 0.6 (n=3)" in text
+    assert "Teacher (few-shot CoT) test accuracy: 77.5%" in text
+    for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
+        png = path.parent / name
+        assert png.is_file() and png.stat().st_size > 10_000, name
+        assert f"]({name})" in text
+        from PIL import Image
+
+        image = Image.open(png)
+        assert image.size[0] >= 600 and len(image.convert("L").getcolors(maxcolors=100_000)) > 20  # not blank
