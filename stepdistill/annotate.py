@@ -96,6 +96,9 @@ def annotate(
             write_jsonl(output / f"{split}.jsonl", rows)
             summary["splits"][split] = split_summary
         summary["usage"] = budget.as_dict()
+        retries = getattr(getattr(backend, "backend", backend), "retries", None)
+        if retries is not None:
+            summary["retries"] = retries  # attempts repeated after a 429, 5xx, timeout ...
         if isinstance(backend, CachingTeacher):
             summary["store"] = {"path": str(cache.path), "answered_from_store": backend.hits, "asked": backend.misses}  # type: ignore[union-attr]
         if budget.stopped:
@@ -215,7 +218,7 @@ def estimate_cost(
     from .cost import price_of
 
     inner = getattr(backend, "backend", backend)
-    tokenizer = getattr(inner, "_tokenizer", None)
+    tokenizer = inner.tokenizer() if callable(getattr(inner, "tokenizer", None)) else None
     answers = [render_answer(task, str(d["rationale"]), str(d["label"])) for d in task.demonstrations]
     typical = int(sum(count_tokens(a, tokenizer) for a in answers) / len(answers)) if answers else 64
     ceiling = int(getattr(inner, "max_tokens", typical) or typical)

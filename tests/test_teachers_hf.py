@@ -33,3 +33,17 @@ def test_hf_teacher_through_annotate_is_stored_and_resumed(tmp_path, tiny_causal
     second = annotate(str(task), "hf", tmp_path / "out", splits=("train",), quiet=True, teacher_options=options)
     assert first["store"]["asked"] == 3 and second["store"] == {**second["store"], "asked": 0, "answered_from_store": 3}
     assert first["splits"] == second["splits"]
+
+
+def test_estimate_counts_with_the_models_own_tokenizer(tmp_path, tiny_causal):
+    from transformers import AutoTokenizer
+
+    task_path = make_toy_task(tmp_path, count=3)
+    estimate = annotate(str(task_path), "hf", tmp_path / "out", splits=("train",), quiet=True, estimate=True,
+                        teacher_options={"model": str(tiny_causal), "max_tokens": 4})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal)
+    task = load_task(task_path)
+    expected = sum(len(tokenizer.encode(r.prompt)) for r in make_requests(task, load_splits(task)["train"]))
+    assert estimate["splits"]["train"]["prompt_tokens"] == expected
+    assert estimate["splits"]["train"]["completion_tokens_max"] == 4 * 3
+    assert not (tmp_path / "out" / "train.jsonl").exists()

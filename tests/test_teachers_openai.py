@@ -79,6 +79,8 @@ def test_faults_are_retried_and_every_failure_is_accounted(tmp_path):
     assert split["failures"] == {"retries exhausted: InternalServerError 500": 2}
     assert {row["input"] for row in rows if row["parse_status"] == "error"} == {"Is 30 even?", "Is 31 even?"}
     assert all(state.attempts[prompt] == 4 for prompt in doomed)  # 1 try + 3 retries
+    # Every fault but the last try of each doomed request was retried.
+    assert summary["retries"] == sum(state.faults.values()) - 2
     # Failed attempts are in the store's account, answers only once each.
     with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 22

@@ -51,6 +51,14 @@ class HFTeacher:
             "max_tokens": self.max_tokens, "seed": self.seed,
         }
 
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (exact token counts for estimates), without the model."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+        return self._tokenizer
+
     def load(self) -> tuple[Any, Any]:
         if self._model is None:
             import torch
@@ -69,7 +77,7 @@ class HFTeacher:
             config = AutoConfig.from_pretrained(self.model_name)
             cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
             self._model = cls.from_pretrained(self.model_name, dtype=dtype).to(device).eval()
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            self._tokenizer = self._tokenizer or AutoTokenizer.from_pretrained(self.model_name)
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             # Decoder-only batches are padded on the left so every prompt ends where

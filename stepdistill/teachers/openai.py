@@ -115,6 +115,7 @@ class OpenAITeacher:
         max_wait: float = 60.0,
         system: str | None = None,
         seed: int | None = 0,
+        tokenizer: str | None = None,
     ):
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, not {style!r}")
@@ -139,6 +140,8 @@ class OpenAITeacher:
         # With sampling, request k sends seed + k: samples differ from each other and a
         # rerun draws the same ones (where the server honours seeds).
         self.seed = seed
+        self.tokenizer_name = tokenizer
+        self._tokenizer: Any = None
         self.retries = 0
         if base_url is None and not os.environ.get(api_key_env):
             raise ValueError(f"the openai teacher needs an API key in ${api_key_env} (or a base_url of a local server)")
@@ -152,9 +155,19 @@ class OpenAITeacher:
             "seed": self.seed if self.temperature > 0 else None,
         }
 
+    def tokenizer(self) -> Any:
+        """The Hugging Face tokenizer named by ``tokenizer=`` (for estimates, and for
+        servers that report no usage), or ``None``: then ~4 characters a token."""
+        if self._tokenizer is None and self.tokenizer_name:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
+        return self._tokenizer
+
     def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
         """Yield completions as they arrive. Closing the iterator early cancels what is
         still in flight (those answers are not delivered, hence not stored)."""
+        self.tokenizer()
         answers: queue.Queue[Completion | BaseException | None] = queue.Queue()
         stop = threading.Event()
         loop = asyncio.new_event_loop()
@@ -286,6 +299,10 @@ class OpenAITeacher:
         else:
             from ..cost import count_tokens
 
-            # No usage reported (some servers): estimate, and say so.
-            counts = {"prompt_tokens": count_tokens(request.prompt), "completion_tokens": count_tokens(text), "estimated": 1}
+            # No usage reported (some servers): count, and say whether it is exact.
+            tokenizer = self._tokenizer  # loaded before the run; never load in the loop
+            counts = {
+                "prompt_tokens": count_tokens(request.prompt, tokenizer), "completion_tokens": count_tokens(text, tokenizer),
+                **({} if tokenizer is not None else {"estimated": 1}),
+            }
         return text, counts
