@@ -164,6 +164,9 @@ def test_missing_key_is_an_error_that_names_the_variable_not_a_value(tmp_path, m
     task = make_toy_task(tmp_path, count=2)
     with pytest.raises(ValueError, match=r"\$OPENAI_API_KEY"):
         annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, teacher_options={"model": "x"})
+    estimate = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, estimate=True,
+                        teacher_options={"model": "gpt-4o-mini"})  # an estimate needs no key
+    assert estimate["total"]["to_ask"] == 2
     with scripted_server() as (url, _):
         summary = annotate(
             str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,

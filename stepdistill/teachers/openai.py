@@ -143,8 +143,6 @@ class OpenAITeacher:
         self.tokenizer_name = tokenizer
         self._tokenizer: Any = None
         self.retries = 0
-        if base_url is None and not os.environ.get(api_key_env):
-            raise ValueError(f"the openai teacher needs an API key in ${api_key_env} (or a base_url of a local server)")
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -167,6 +165,9 @@ class OpenAITeacher:
     def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
         """Yield completions as they arrive. Closing the iterator early cancels what is
         still in flight (those answers are not delivered, hence not stored)."""
+        # Checked here, not when built: estimates and fully stored reruns need no key.
+        if self.base_url is None and not os.environ.get(self.api_key_env):
+            raise ValueError(f"the openai teacher needs an API key in ${self.api_key_env} (or a base_url of a local server)")
         self.tokenizer()
         answers: queue.Queue[Completion | BaseException | None] = queue.Queue()
         stop = threading.Event()
