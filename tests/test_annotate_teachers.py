@@ -113,3 +113,19 @@ def test_cli_estimate_and_annotate_with_options(tmp_path, capsys, monkeypatch):
                      "--option", "max_tokens=64", "--concurrency", "2"])
     out = capsys.readouterr().out
     assert code == 0 and "cost $" in out and len(state.answered) == 5
+
+
+def test_cli_bootstrap_demos_through_an_openai_server(tmp_path, capsys, monkeypatch):
+    from teacher_helpers import SECRET, scripted_server
+
+    monkeypatch.setenv("STEPDISTILL_API_KEY", SECRET)
+    task = make_toy_task(tmp_path, count=8)
+    with scripted_server() as (url, state):
+        code = main(["bootstrap-demos", "--task", str(task), "--teacher", "local-openai", "--model", "toy", "--base-url", url,
+                     "--output", str(tmp_path / "demos.yaml"), "--count", "3"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["kept"] == 3
+    demos = yaml.safe_load((tmp_path / "demos.yaml").read_text())["demonstrations"]
+    assert all(demo["rationale"] and demo["label"] in ("yes", "no") for demo in demos)
+    # The teacher was told the gold label.
+    assert all("The correct answer to the next question is" in prompt for prompt in state.attempts)
