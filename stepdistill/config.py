@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-MODES = ("standard", "distill", "dss", "single")
+MODES = ("standard", "distill", "dss", "single", "rationale-input")
+RATIONALE_SOURCES = ("teacher", "human")
 LABEL_SOURCES = ("gold", "teacher")
 
 
@@ -30,7 +31,8 @@ class TrainConfig:
     """Built-in task name or path of a task YAML file."""
     mode: str = "dss"
     """standard (gold labels) | distill (teacher labels) | dss (label + rationale,
-    multi-task) | single (one target: rationale then label)."""
+    multi-task) | single (one target: rationale then label) | rationale-input (x plus
+    the teacher's rationale as input, label as target; needs teacher rationales at test)."""
     student: str = "smollm2-135m"
     """Built-in student, local HF model folder, or hub id."""
     teacher: str = "palm-replay"
@@ -39,6 +41,13 @@ class TrainConfig:
     """Folder of a rationale dataset from ``annotate``; made with ``teacher`` if not given."""
     label_source: str = "gold"
     """For dss / single: train the label task on gold or teacher labels (the unlabeled setting)."""
+    rationale_source: str = "teacher"
+    """Rationales from the teacher, or the dataset's human-written ones (CoS-E for CQA,
+    e-SNLI explanations, ANLI reasons)."""
+    extra_annotations: str | None = None
+    """Extra unlabeled inputs already annotated by a teacher (a rationale dataset folder
+    or JSONL from ``annotate``), added to training with teacher labels (the paper's
+    SVAMP + ASDiv setting)."""
     rationale_weight: float = 1.0
     """λ in loss = L_label + λ·L_rationale (dss)."""
     epochs: float = 4.0
@@ -84,6 +93,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.rationale_source not in RATIONALE_SOURCES:
+            raise ConfigError(f"rationale_source must be one of {RATIONALE_SOURCES}")
         if self.label_source not in LABEL_SOURCES:
             raise ConfigError(f"label_source must be one of {LABEL_SOURCES}")
         if not 0 < self.train_fraction <= 1:

@@ -17,6 +17,9 @@ SEPARATOR = "\n"
 SINGLE_ANSWER_MARKER = "\nAnswer: "
 """single mode writes ``<rationale>\\nAnswer: <label>`` as one target."""
 
+RATIONALE_INPUT_MARKER = "\nRationale: "
+"""rationale-input mode appends the rationale to the input after this marker."""
+
 LABEL, RATIONALE = 0, 1
 """Row kinds: which term of the multi-task loss a row's tokens belong to."""
 

@@ -30,8 +30,11 @@ def generate(
     batch_size: int = 32,
     bf16: bool = True,
     desc: str | None = None,
+    strip: bool = True,
 ) -> list[str]:
-    """Greedy decoding with the KV cache, batched by similar length, stopping at EOS."""
+    """Greedy decoding with the KV cache, batched by similar length, stopping at EOS.
+
+    ``strip=False`` keeps the continuation's leading space (raw completions need it)."""
     import torch
 
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -65,7 +68,8 @@ def generate(
             )
             new_tokens = generated if seq2seq else generated[:, width:]
             for i, tokens in zip(batch, new_tokens, strict=True):
-                outputs[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                outputs[i] = text.strip() if strip else text
     model.train(was_training)
     return outputs
 
@@ -146,6 +150,10 @@ def evaluate(run_dir: str | Path, split: str = "test", limit: int | None = None,
 
         examples = load_splits(task, config.data_dir)[split]
         examples = examples[:limit] if limit else examples
+        if config.mode == "rationale-input":
+            from .train import evaluation_inputs
+
+            examples = evaluation_inputs(config, task, examples, split)
         model, tokenizer = load_student(str(Path(run_dir) / "model"))
         predictions = predict(
             model, tokenizer, task, [e.input for e in examples], config.mode,

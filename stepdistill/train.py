@@ -19,6 +19,7 @@ the plain two-pass loss.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -35,6 +36,7 @@ from .encode import (
     LABEL,
     LABEL_PREFIX,
     RATIONALE,
+    RATIONALE_INPUT_MARKER,
     RATIONALE_PREFIX,
     EncodedRow,
     encode_prompt,
@@ -42,7 +44,7 @@ from .encode import (
     single_target,
 )
 from .evaluate import predict, score
-from .io import new_run_dir, write_json, write_jsonl
+from .io import new_run_dir, read_jsonl, write_json, write_jsonl
 from .run_folder import save_run_files
 from .tasks import Task, load_task
 
@@ -61,22 +63,65 @@ class TrainingExample:
     rationale: str | None
 
 
-def training_examples(config: TrainConfig, examples: list[Example], annotations: dict[str, dict[str, Any]]) -> tuple[list[TrainingExample], dict[str, int]]:
+RATIONALE_MODES = ("dss", "single", "rationale-input")
+
+
+def uses_teacher_labels(config: TrainConfig) -> bool:
+    return config.mode == "distill" or (config.mode in RATIONALE_MODES and config.label_source == "teacher")
+
+
+def rationale_for(config: TrainConfig, task: Task, example: Example, note: dict[str, Any]) -> str | None:
+    """The rationale a mode trains on: the teacher's, or the dataset's human-written one."""
+    if config.mode not in RATIONALE_MODES:
+        return None
+    if config.rationale_source == "human":
+        if not task.human_rationale_field:
+            raise ValueError(f"task {task.name} has no human rationales (no human_rationale_field)")
+        value = example.record.get(task.human_rationale_field)
+        return str(value).strip() or None if value else None
+    return note.get("rationale")
+
+
+def with_rationale_input(example: Example, rationale: str | None) -> Example:
+    """rationale-input mode: the rationale becomes part of the input (the paper's Eq. 2)."""
+    if not rationale:
+        return example
+    return dataclasses.replace(example, input=f"{example.input}{RATIONALE_INPUT_MARKER}{rationale}")
+
+
+def training_examples(config: TrainConfig, examples: list[Example], annotations: dict[str, dict[str, Any]], task: Task | None = None) -> tuple[list[TrainingExample], dict[str, int]]:
     """Pick each example's targets for the mode; count what had to be skipped and why."""
-    teacher_labels = config.mode == "distill" or (config.mode in ("dss", "single") and config.label_source == "teacher")
+    task = task or load_task(config.task)
+    teacher_labels = uses_teacher_labels(config)
     chosen: list[TrainingExample] = []
     skipped = {"no_label": 0, "no_rationale": 0}
     for example in examples:
         note = annotations.get(example.id, {})
         label = note.get("teacher_label") if teacher_labels else example.label
+        if label is None and example.source_split == "extra":
+            label = note.get("teacher_label")  # extra unlabeled inputs: the teacher's label
         if label is None:
             skipped["no_label"] += 1  # e.g. an unparseable teacher output: never guessed
             continue
-        rationale = note.get("rationale") if config.mode in ("dss", "single") else None
-        if config.mode in ("dss", "single") and not rationale:
+        rationale = rationale_for(config, task, example, note)
+        if config.mode in RATIONALE_MODES and not rationale:
             skipped["no_rationale"] += 1  # still trained on its label
+        if config.mode == "rationale-input":
+            example, rationale = with_rationale_input(example, rationale), None
         chosen.append(TrainingExample(example, label, rationale))
     return chosen, skipped
+
+
+def extra_examples(config: TrainConfig, task: Task) -> list[Example]:
+    """Unlabeled inputs annotated by a teacher, as examples (ids prefixed ``extra-``)."""
+    if not config.extra_annotations:
+        return []
+    path = Path(config.extra_annotations)
+    path = path / "train.jsonl" if path.is_dir() else path
+    return [
+        Example(f"extra-{row['id']}", "train", row["input"], None, "extra", index, row)
+        for index, row in enumerate(read_jsonl(path))
+    ]
 
 
 def encode_example(tokenizer: Any, config: TrainConfig, item: TrainingExample, seq2seq: bool) -> list[EncodedRow]:
@@ -321,10 +366,17 @@ def ensure_annotations(config: TrainConfig, task: Task) -> Path:
 
 
 def prepare_annotations(config: TrainConfig, task: Task) -> dict[str, dict[str, Any]]:
-    """The teacher's rationales and labels for the training split (none for standard)."""
-    if config.mode == "standard":
+    """The teacher's rationales and labels for the training split (none needed for
+    standard, or for human rationales with gold labels)."""
+    if config.mode == "standard" or (config.rationale_source == "human" and not uses_teacher_labels(config)):
         return {}
     return load_annotations(ensure_annotations(config, task), "train")
+
+
+def evaluation_inputs(config: TrainConfig, task: Task, examples: list[Example], split: str) -> list[Example]:
+    """rationale-input mode at evaluation: x plus the teacher's rationale for that example."""
+    notes = {} if config.rationale_source == "human" else load_annotations(ensure_annotations(config, task), split)
+    return [with_rationale_input(e, rationale_for(config, task, e, notes.get(e.id, {}))) for e in examples]
 
 
 def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
@@ -339,6 +391,8 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
     task = load_task(config.task)
     splits = load_splits(task, config.data_dir)
     annotations = prepare_annotations(config, task)
+    extra = extra_examples(config, task)
+    annotations.update({example.id: example.record for example in extra})
 
     # A fixed subsample per seed, the same for every mode (data-size curves compare like with like).
     pool = list(splits["train"])
@@ -346,11 +400,13 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
     pool = pool[: max(1, round(len(pool) * config.train_fraction))]
     if config.train_limit:
         pool = pool[: config.train_limit]
-    items, skipped = training_examples(config, pool, annotations)
+    items, skipped = training_examples(config, pool + extra, annotations, task)
     if not items:
         raise ValueError(f"no training examples for mode {config.mode} (skipped: {skipped})")
     valid = splits["valid"][: config.eval_limit] if config.eval_limit else splits["valid"]
     test = splits["test"][: config.eval_limit] if config.eval_limit else splits["test"]
+    if config.mode == "rationale-input":  # evaluation inputs carry the teacher's rationale too
+        valid, test = (evaluation_inputs(config, task, examples, split) for examples, split in ((valid, "valid"), (test, "test")))
 
     seed_everything(config.seed)
     model, tokenizer = load_student(config.student)
@@ -438,6 +494,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
         "tokens_per_second": round(real_tokens / max(train_seconds, 1e-9), 1),
         "wall_seconds": round(time.time() - started, 1),
         "run_dir": str(run_dir),
+        **({"requires_teacher_rationales": True} if config.mode == "rationale-input" else {}),
     }
     write_json(run_dir / "metrics.json", metrics)
     return metrics

@@ -138,3 +138,43 @@ def test_rationale_weight_scales_only_the_rationale_term(tiny_causal):
     assert a["loss"] == pytest.approx(a["label_loss"], rel=1e-5)
     assert b["loss"] == pytest.approx(b["label_loss"] + 2 * b["rationale_loss"], rel=1e-5)
     assert json.dumps(b)  # plain floats, loggable
+
+
+def test_rationale_input_puts_the_rationale_in_the_input(data_dir):
+    from stepdistill.data import load_splits
+    from stepdistill.tasks import load_task
+    from stepdistill.train import training_examples
+
+    task = load_task("svamp")
+    example = load_splits(task, data_dir)["train"][0]
+    note = {"teacher_label": "(1 + 1)", "rationale": "Because two."}
+    items, _ = training_examples(make_config({"mode": "rationale-input"}), [example], {example.id: note}, task)
+    assert items[0].example.input.endswith("\nRationale: Because two.") and items[0].rationale is None
+    assert items[0].label == example.label  # gold label by default
+
+
+def test_human_rationales_come_from_the_dataset(data_dir):
+    from stepdistill.data import load_splits
+    from stepdistill.tasks import load_task
+    from stepdistill.train import training_examples
+
+    task = load_task("cqa")
+    example = load_splits(task, data_dir)["train"][0]
+    items, _ = training_examples(make_config({"mode": "dss", "task": "cqa", "rationale_source": "human"}), [example], {}, task)
+    assert items[0].rationale == example.record["abstractive_explanation"].strip()
+    with pytest.raises(ValueError, match="no human rationales"):
+        training_examples(make_config({"mode": "dss", "rationale_source": "human"}), [example], {}, load_task("svamp"))
+
+
+def test_extra_unlabeled_inputs_train_on_teacher_labels(tmp_path):
+    from stepdistill.tasks import load_task
+    from stepdistill.train import extra_examples, training_examples
+
+    path = tmp_path / "extra.jsonl"
+    path.write_text(json.dumps({"id": "a", "input": "Tom has 3 apples.", "teacher_label": "(3 + 0)", "rationale": "He has 3."}) + "\n"
+                    + json.dumps({"id": "b", "input": "?", "teacher_label": None, "rationale": None}) + "\n")
+    config = make_config({"mode": "dss", "extra_annotations": str(path)})
+    extra = extra_examples(config, load_task("svamp"))
+    items, skipped = training_examples(config, extra, {e.id: e.record for e in extra}, load_task("svamp"))
+    assert [(i.example.id, i.label, i.rationale) for i in items] == [("extra-a", "(3 + 0)", "He has 3.")]
+    assert skipped["no_label"] == 1
