@@ -249,7 +249,7 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
             prompt = student.chat_prompt([{"role": m.role, "content": m.text()} for m in body.messages])
         check_length([prompt], "message")
         requested = body.max_completion_tokens or body.max_tokens
-        [(text, reason)] = [cut_at_stop(t, r, body.stop) for t, r in await answer([prompt], requested, 256)]
+        [(text, reason)] = [cut_at_stop(t.strip(), r, body.stop) for t, r in await answer([prompt], requested, 256)]
         ident, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         usage = make_usage(student, [prompt], [text])
         if body.stream:
@@ -310,7 +310,7 @@ def include_usage(body: _OpenAIRequest) -> bool:
 
 def pieces(text: str) -> list[str]:
     """The answer in word-sized pieces for streaming (each keeps its leading space)."""
-    return re.findall(r"\s*\S+\s*?", text) or [text]
+    return re.findall(r"\s*\S+|\s+$", text) or [text]
 
 
 def sse(events: Iterator[dict[str, Any]]) -> StreamingResponse:

@@ -163,7 +163,9 @@ class Student:
 
         if not prompts:
             return []
-        return generate(self.model, self.tokenizer, [encode(p) for p in prompts], max_new_tokens, self.batch_size, self.bf16)
+        return generate(
+            self.model, self.tokenizer, [encode(p) for p in prompts], max_new_tokens, self.batch_size, self.bf16, strip=False
+        )
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """A chat as one prompt: the tokenizer's chat template when it has one, else

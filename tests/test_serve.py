@@ -217,3 +217,17 @@ def test_a_model_failure_is_a_json_500_and_the_server_lives_on(student):
         response = post(live.url, "/v1/predict", {"inputs": ["a"]}, headers={})
         assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
         assert httpx.get(f"{live.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("text", ["", " ", "a", " Paris.\n\nThe answer is: ", "x  y\tz\n"])
+def test_stream_pieces_join_to_the_whole_text(text):
+    from stepdistill.serve import pieces
+
+    assert "".join(pieces(text)) == text
+
+
+def test_stop_sequences_cut_the_answer():
+    from stepdistill.serve import cut_at_stop
+
+    assert cut_at_stop("Paris.\n\nQ: next", "length", ["\n\n", "Q:"]) == ("Paris.", "stop")
+    assert cut_at_stop("Paris.", "length", None) == ("Paris.", "length")
