@@ -169,6 +169,14 @@ def annotate_requests(
         close = getattr(answers, "close", None)
         if close is not None:
             close()  # stops a backend still asking (everything answered is stored)
+    # Answers that were in flight when the budget stopped the run: stored and paid
+    # for, so they are counted and written too.
+    for completion in getattr(backend, "late", [])[:]:
+        request = completion.request
+        by_key[(request.example.id, request.sample)] = rationale_row(task, completion, with_sample)
+        if budget is not None and not completion.cached:
+            budget.add(completion.usage)
+    getattr(backend, "late", []).clear()
     # Keep the split's order whatever order the backend answered in.
     return [by_key[key] for key in ((r.example.id, r.sample) for r in requests) if key in by_key]
 

@@ -62,7 +62,9 @@ class Budget:
     model: str | None
     prices: dict[str, dict[str, float]]
     max_cost: float | None = None
-    """Stop once this many USD are spent (new requests only; stored ones are free)."""
+    """Stop once this many USD are spent (new requests only; stored ones are free).
+    Requests already in flight then still complete and count: with concurrency c the
+    overshoot is at most c requests."""
     max_tokens: int | None = None
     """Stop once this many tokens (prompt + completion) are spent."""
     prompt_tokens: int = 0

@@ -103,13 +103,17 @@ def test_rerun_asks_only_what_failed(tmp_path):
 
 def test_budget_stops_cleanly_and_rerun_continues(tmp_path):
     task = make_toy_task(tmp_path, count=20)
-    options = {"model": "toy-model", "concurrency": 1, **FAST}
-    with scripted_server() as (url, state):
+    options = {"model": "toy-model", "concurrency": 4, **FAST}
+    with scripted_server(ServerState(delay=0.02)) as (url, state):
         first = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, max_tokens=300,
                          teacher_options={**options, "base_url": url})
         assert "token budget reached" in first["stopped"]
         done = first["splits"]["train"]["rows"]
         assert 0 < done < 20 and first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"] >= 300
+        # Answers in flight at the stop were waited for, stored, written and counted.
+        with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
+            assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == done == first["usage"]["requests"]
+        assert sum(state.answered.values()) == done
         second = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
                           teacher_options={**options, "base_url": url})
     assert second["store"]["answered_from_store"] == done and second["splits"]["train"]["parsed"] == 20

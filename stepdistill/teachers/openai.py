@@ -94,6 +94,50 @@ def describe(error: BaseException, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+class Answers:
+    """The completions of one ``complete`` call, handed over from the worker thread."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Completion | BaseException | None] = queue.Queue()
+        self.draining = threading.Event()  # start no new request
+        self.cancelled = threading.Event()  # and abandon those in flight
+        self.thread: threading.Thread | None = None
+        self.done = False
+
+    def __iter__(self) -> Answers:
+        return self
+
+    def __next__(self) -> Completion:
+        if self.done:
+            raise StopIteration
+        item = self.queue.get()
+        if item is None:
+            self.done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item  # the loop itself failed (not one request): say so
+        return item
+
+    def finish(self) -> Iterator[Completion]:
+        """Start nothing more; yield the answers of the requests already in flight."""
+        self.draining.set()
+        while not self.done:
+            item = self.queue.get()
+            if item is None:
+                self.done = True
+            elif not isinstance(item, BaseException):
+                yield item
+
+    def close(self) -> None:
+        """Start nothing more and cancel what is in flight."""
+        self.draining.set()
+        self.cancelled.set()
+        if self.thread is not None:
+            self.thread.join()
+        self.done = True
+
+
 class OpenAITeacher:
     """An OpenAI-compatible endpoint as a teacher."""
 
@@ -162,37 +206,30 @@ class OpenAITeacher:
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
         return self._tokenizer
 
-    def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
-        """Yield completions as they arrive. Closing the iterator early cancels what is
-        still in flight (those answers are not delivered, hence not stored)."""
+    def complete(self, requests: Sequence[Request]) -> Answers:
+        """Completions as they arrive (an iterator). Stopping early: ``finish()`` lets the
+        requests in flight end and returns their answers (they are paid for); ``close()``
+        cancels them."""
         # Checked here, not when built: estimates and fully stored reruns need no key.
         if self.base_url is None and not os.environ.get(self.api_key_env):
             raise ValueError(f"the openai teacher needs an API key in ${self.api_key_env} (or a base_url of a local server)")
         self.tokenizer()
-        answers: queue.Queue[Completion | BaseException | None] = queue.Queue()
-        stop = threading.Event()
+        answers = Answers()
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run_loop, args=(loop, list(requests), answers, stop), daemon=True)
-        thread.start()
-        try:
-            while (item := answers.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item  # the loop itself failed (not one request): say so
-                yield item
-        finally:
-            stop.set()
-            thread.join()
+        answers.thread = threading.Thread(target=self._run_loop, args=(loop, list(requests), answers), daemon=True)
+        answers.thread.start()
+        return answers
 
-    def _run_loop(self, loop: asyncio.AbstractEventLoop, requests: list[Request], answers: queue.Queue, stop: threading.Event) -> None:
+    def _run_loop(self, loop: asyncio.AbstractEventLoop, requests: list[Request], answers: Answers) -> None:
         try:
-            loop.run_until_complete(self._run(requests, answers, stop))
+            loop.run_until_complete(self._run(requests, answers))
         except BaseException as error:
-            answers.put(error)
+            answers.queue.put(error)
         finally:
             loop.close()
-            answers.put(None)
+            answers.queue.put(None)
 
-    async def _run(self, requests: list[Request], answers: queue.Queue, stop: threading.Event) -> None:
+    async def _run(self, requests: list[Request], answers: Answers) -> None:
         import openai
 
         key = os.environ.get(self.api_key_env) or None
@@ -212,12 +249,12 @@ class OpenAITeacher:
                 completion = await self._ask(client, request, key)
             finally:
                 semaphore.release()
-            answers.put(completion)
+            answers.queue.put(completion)
 
         async def slot() -> bool:
             # Poll so that a consumer who stops (a budget reached) is noticed quickly
             # even while every slot waits on a slow request.
-            while not stop.is_set():
+            while not answers.draining.is_set():
                 try:
                     await asyncio.wait_for(semaphore.acquire(), timeout=0.2)
                     return True
@@ -232,7 +269,7 @@ class OpenAITeacher:
                 task = asyncio.create_task(one(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            while tasks and not stop.is_set():
+            while tasks and not answers.cancelled.is_set():
                 await asyncio.wait(set(tasks), timeout=0.2)
         finally:
             for task in tasks:

@@ -227,6 +227,8 @@ class CachingTeacher:
         self.identity = backend_identity(backend)
         self.hits = 0
         self.misses = 0
+        self.late: list[Completion] = []
+        """Answers that arrived after the consumer stopped (stored, not yielded)."""
 
     def key(self, request: Request) -> str:
         return request_key(self.identity, request.prompt, request.sample)
@@ -252,18 +254,31 @@ class CachingTeacher:
         for request in missing:
             waiting.setdefault(keys[id(request)], []).append(request)
         answers = self.backend.complete([group[0] for group in waiting.values()])
+
+        def keep(completion: Completion) -> Iterator[Completion]:
+            key = keys[id(completion.request)]
+            if completion.error is None and completion.text is not None:
+                self.store.put(key, self.identity, completion)
+            else:
+                self.store.fail(key, completion)
+            yield completion
+            for twin in waiting[key][1:]:
+                if completion.error is None:
+                    self.store.link(key, twin)
+                yield replace(completion, request=twin, usage={}, cached=True)
+
         try:
             for completion in answers:
-                key = keys[id(completion.request)]
-                if completion.error is None and completion.text is not None:
-                    self.store.put(key, self.identity, completion)
-                else:
-                    self.store.fail(key, completion)
-                yield completion
-                for twin in waiting[key][1:]:
-                    if completion.error is None:
-                        self.store.link(key, twin)
-                    yield replace(completion, request=twin, usage={}, cached=True)
+                yield from keep(completion)
+        except GeneratorExit:
+            # The consumer stopped early (a budget reached): answers already on their
+            # way are paid for, so wait for them and store them. They are kept in
+            # ``late`` for the caller's account.
+            finish = getattr(answers, "finish", None)
+            if finish is not None:
+                for completion in finish():
+                    self.late.extend(keep(completion))
+            raise
         finally:
             # A consumer that stops early (a budget reached) stops the backend too.
             close = getattr(answers, "close", None)
