@@ -103,7 +103,8 @@ def cmd_bootstrap_demos(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    metrics = train(config_from_args(args))
+    # A resumed run takes its saved config from the run folder.
+    metrics = train(TrainConfig(), resume=args.resume) if args.resume else train(config_from_args(args))
     print(json.dumps({k: v for k, v in metrics.items() if k != "valid_history"}, indent=2))
     return 0
 
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="student stage: train one student into a new run folder")
     add_config_flags(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint (its saved config is used)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="recompute a run's metrics from its saved model")

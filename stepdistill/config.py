@@ -78,6 +78,12 @@ class TrainConfig:
     evals_per_epoch: int = 1
     """Validation evaluations per epoch; the best-on-validation weights are kept."""
     eval_batch_size: int = 32
+    checkpoint: bool = True
+    """Save a resumable checkpoint (weights, optimizer, scheduler, RNG, data position)
+    during training; ``stepdistill train --resume RUN_DIR`` continues a killed run.
+    Removed when the run completes."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: at every validation evaluation)."""
     seed: int = 0
     bf16: bool = True
     """Compute in bf16 (much faster on CPUs with bf16 instructions); the optimizer keeps

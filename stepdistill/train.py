@@ -379,13 +379,57 @@ def evaluation_inputs(config: TrainConfig, task: Task, examples: list[Example], 
     return [with_rationale_input(e, rationale_for(config, task, e, notes.get(e.id, {}))) for e in examples]
 
 
-def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
-    """Train one student per the config into a new run folder; returns its metrics."""
+def save_checkpoint(run_dir: Path, weights: MasterWeights, optimizer: Any, scheduler: Any, state: dict[str, Any], best: dict[str, Any] | None) -> None:
+    """Everything needed to continue: weights, optimizer, scheduler, RNG, data position.
+    Written to a temporary folder and renamed, so a kill never leaves half a checkpoint."""
+    import shutil
+
     import torch
 
+    if best is not None:  # only when it changed: the best weights are as large as the model
+        tmp = run_dir / "best-weights.pt.tmp"
+        torch.save(best, tmp)
+        tmp.replace(run_dir / "best-weights.pt")
+    staging = run_dir / "checkpoint.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    torch.save({"master": weights.snapshot(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), **state}, staging / "state.pt")
+    old = run_dir / "checkpoint.old"
+    if (run_dir / "checkpoint").exists():
+        (run_dir / "checkpoint").replace(old)
+    staging.replace(run_dir / "checkpoint")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    checkpoint = run_dir / "checkpoint" / "state.pt"
+    if not checkpoint.is_file():
+        old = run_dir / "checkpoint.old" / "state.pt"  # killed between the two renames
+        checkpoint = old if old.is_file() else checkpoint
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
+    state = torch.load(checkpoint, weights_only=False)
+    best_path = run_dir / "best-weights.pt"
+    best = torch.load(best_path, weights_only=False) if best_path.is_file() else {"accuracy": -1.0, "step": 0, "state": None}
+    return state, best
+
+
+def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train one student per the config into a new run folder; returns its metrics.
+
+    With ``resume`` (a run folder), the run continues from its last checkpoint with its
+    saved config and the same data order, and ends as an uninterrupted run would."""
+    import torch
+
+    from .run_folder import load_run
     from .students import is_seq2seq, load_student
 
     started = time.time()
+    if resume is not None:
+        config = load_run(resume).config
     if config.threads:
         torch.set_num_threads(config.threads)
     task = load_task(config.task)
@@ -418,6 +462,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
+    checkpoint_every = config.checkpoint_every or eval_every
     weights = MasterWeights(model, config.bf16)
     optimizer = torch.optim.AdamW(weights.master, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = round(config.warmup_ratio * total_steps)
@@ -425,21 +470,34 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
         optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
 
-    run_dir = new_run_dir(config.output_dir, config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-    save_run_files(run_dir, config, task)
-    log: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
-    order: list[int] = []
-    real_tokens = 0
-    train_seconds = 0.0
     rng = random.Random(config.seed)
-    bar = tqdm(range(total_steps), desc=f"train {task.name}/{config.mode}", disable=quiet)
+    state: dict[str, Any] = {"step": 0, "order": [], "log": [], "history": [], "real_tokens": 0, "train_seconds": 0.0}
+    best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
+    if resume is not None:
+        run_dir = Path(resume)
+        saved, best = load_checkpoint(run_dir)
+        with torch.no_grad():
+            for master, value in zip(weights.master, saved["master"].values(), strict=True):
+                master.copy_(value)
+        weights.master_to_model()
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        rng.setstate(saved["python_rng"])
+        state = {key: saved[key] for key in state}
+        if not quiet:
+            tqdm.write(f"resuming {run_dir} at step {state['step']}")
+    else:
+        run_dir = new_run_dir(config.output_dir, config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+        save_run_files(run_dir, config, task)
+    best_unsaved = False
+    bar = tqdm(range(state["step"], total_steps), desc=f"train {task.name}/{config.mode}", disable=quiet,
+               initial=state["step"], total=total_steps)
     for step in bar:
-        if not order:  # a new epoch: a fresh shuffle of the examples
-            order = list(range(len(items)))
-            rng.shuffle(order)
-        batch_ids, order = order[: config.batch_size], order[config.batch_size :]
+        if not state["order"]:  # a new epoch: a fresh shuffle of the examples
+            state["order"] = list(range(len(items)))
+            rng.shuffle(state["order"])
+        batch_ids, state["order"] = state["order"][: config.batch_size], state["order"][config.batch_size :]
         rows = [row for i in batch_ids for row in encoded[i]]
         groups = [collate(g, pad, seq2seq) for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)]
         tick = time.time()
@@ -450,23 +508,30 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         weights.master_to_model()
-        train_seconds += time.time() - tick
-        real_tokens += sum(g["tokens"] for g in groups)
-        log.append({"step": step + 1, **{k: round(v, 5) for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0]})
-        bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{real_tokens / max(train_seconds, 1e-9):.0f}")
+        state["train_seconds"] += time.time() - tick
+        state["real_tokens"] += sum(g["tokens"] for g in groups)
+        state["step"] = step + 1
+        state["log"].append({"step": step + 1, **{k: round(v, 5) for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0],
+                             "seconds": round(time.time() - tick, 3)})
+        bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{state['real_tokens'] / max(state['train_seconds'], 1e-9):.0f}")
 
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
             predictions = predict(model, tokenizer, task, [e.input for e in valid], config.mode,
                                   max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
                                   batch_size=config.eval_batch_size, bf16=config.bf16)
             accuracy, _ = score(task, valid, predictions)
-            history.append({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "valid_accuracy": accuracy})
+            state["history"].append({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "valid_accuracy": accuracy})
             if not quiet:
                 tqdm.write(f"step {step + 1}: valid accuracy {accuracy:.4f}")
             if accuracy > best["accuracy"]:  # keep the best-on-validation weights
                 best = {"accuracy": accuracy, "step": step + 1, "state": weights.snapshot()}
-            write_jsonl(run_dir / "train_log.jsonl", log)
+                best_unsaved = True
+            write_jsonl(run_dir / "train_log.jsonl", state["log"])
+        if config.checkpoint and ((step + 1) % checkpoint_every == 0) and step + 1 < total_steps:
+            save_checkpoint(run_dir, weights, optimizer, scheduler, {**state, "python_rng": rng.getstate()}, best if best_unsaved else None)
+            best_unsaved = False
 
+    log, history, real_tokens, train_seconds = state["log"], state["history"], state["real_tokens"], state["train_seconds"]
     weights.restore(model, best["state"])
     model.save_pretrained(run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")
@@ -497,4 +562,11 @@ def train(config: TrainConfig, quiet: bool = False) -> dict[str, Any]:
         **({"requires_teacher_rationales": True} if config.mode == "rationale-input" else {}),
     }
     write_json(run_dir / "metrics.json", metrics)
+    write_jsonl(run_dir / "train_log.jsonl", log)
+    # The run is complete: its model is saved, so the resume state is no longer needed.
+    import shutil
+
+    for leftover in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+        shutil.rmtree(run_dir / leftover, ignore_errors=True)
+    (run_dir / "best-weights.pt").unlink(missing_ok=True)
     return metrics

@@ -1,0 +1,61 @@
+"""A killed run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import stepdistill.train as train_module
+from stepdistill.cli import main
+
+
+@pytest.fixture()
+def annotations(data_dir, tmp_path):
+    from stepdistill.annotate import annotate
+
+    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
+    return tmp_path / "annotations"
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_resume_after_a_kill_gives_the_same_final_weights(request, kind, annotations, data_dir, tmp_path, monkeypatch):
+    student = request.getfixturevalue(f"tiny_{kind}")
+    common = ["train", "--task", "svamp", "--mode", "dss", "--student", str(student), "--annotations", str(annotations),
+              "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--max-steps", "7", "--batch-size", "4",
+              "--train-limit", "12", "--eval-limit", "4", "--evals-per-epoch", "1", "--checkpoint-every", "2",
+              "--learning-rate", "3e-3"]
+    assert main(common + ["--run-name", "whole"]) == 0
+
+    real_step_loss = train_module.step_loss
+    calls = {"n": 0}
+
+    def killed_at_step_6(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # as if killed mid-step
+        return real_step_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "step_loss", killed_at_step_6)
+    assert main(common + ["--run-name", "killed"]) == 130
+    killed = tmp_path / "runs" / "killed"
+    assert (killed / "checkpoint" / "state.pt").is_file() and not (killed / "metrics.json").exists()
+    monkeypatch.setattr(train_module, "step_loss", real_step_loss)
+
+    assert main(["train", "--resume", str(killed)]) == 0
+    whole = load_file(tmp_path / "runs" / "whole" / "model" / "model.safetensors")
+    resumed = load_file(killed / "model" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    a, b = (json.loads((tmp_path / "runs" / n / "metrics.json").read_text()) for n in ("whole", "killed"))
+    assert a["valid_history"] == b["valid_history"] and a["test_accuracy"] == b["test_accuracy"]
+    losses = [json.loads(line)["loss"] for line in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert losses == [json.loads(line)["loss"] for line in (tmp_path / "runs" / "whole" / "train_log.jsonl").read_text().splitlines()]
+    assert not (killed / "checkpoint").exists()  # cleaned up once the run completed
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
