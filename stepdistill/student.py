@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .encode import SINGLE_ANSWER_MARKER
+from .encode import RATIONALE_INPUT_MARKER, SINGLE_ANSWER_MARKER
 from .tasks import Task, task_from_dict
 
 TaskInput = str | dict[str, Any]
@@ -118,14 +118,20 @@ class Student:
         return bool(getattr(self.model.config, "is_encoder_decoder", False))
 
     def format(self, item: TaskInput, where: str = "input") -> str:
-        """The model input for one item: a dict goes through the task's input template;
-        a string is taken as already formatted. Raises ``DataError`` on a missing field."""
+        """The model input for one item: a dict goes through the task's input template
+        (for a ``rationale-input`` run, its ``rationale`` field is appended as in
+        training); a string is taken as already formatted. Raises ``DataError`` on a
+        missing field."""
         from .data import DataError, format_input
 
         if isinstance(item, str):
             return item
         if isinstance(item, dict):
-            return format_input(self.task, item, where)
+            text = format_input(self.task, item, where)
+            if self.mode == "rationale-input" and item.get("rationale"):
+                # This baseline reads a (teacher's) rationale with the input, as in training.
+                text = f"{text}{RATIONALE_INPUT_MARKER}{item['rationale']}"
+            return text
         raise DataError(f"{where}: expected a string or an object of task fields, got {type(item).__name__}")
 
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:

@@ -74,3 +74,10 @@ def test_single_mode_rationale_comes_from_the_one_output(tiny_causal, tmp_path):
     [prediction] = student.predict(INPUTS[:1], rationale=True)
     assert prediction.rationale is not None and prediction.raw.startswith(prediction.rationale)
     assert rationale_from_single("two plus two\nAnswer: 4") == "two plus two"
+
+
+def test_rationale_input_runs_read_the_rationale_field(tiny_causal, tmp_path):
+    student = Student.load(make_run(tiny_causal, tmp_path / "ri", mode="rationale-input"))
+    record = {"premise": "p", "hypothesis": "h", "rationale": "because"}
+    assert student.format(record) == "premise: p\nhypothesis: h\nRationale: because"
+    assert student.format({"premise": "p", "hypothesis": "h"}) == "premise: p\nhypothesis: h"
