@@ -120,7 +120,7 @@ def _options(teacher: str, data: str | Path | None, options: dict[str, Any] | No
 
 def make_requests(task: Task, examples: list[Example], samples: int = 1) -> list[Request]:
     """One request per example and sample, in the split's order."""
-    requests = []
+    requests: list[Request] = []
     for example in examples:
         prompt = build_prompt(task, example.input, example.record)
         requests.extend(Request(example, prompt, sample) for sample in range(samples))
@@ -232,7 +232,7 @@ def estimate_cost(
     ceiling = int(getattr(inner, "max_tokens", typical) or typical)
     typical = min(typical, ceiling)
     result: dict[str, Any] = {"task": task.name, "model": model, "priced": (model or "") in prices, "splits": {}}
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for split, split_requests in requests.items():
         todo = [r for r in split_requests if not (isinstance(backend, CachingTeacher) and backend.store.has(backend.key(r)))]
         prompt_tokens = sum(count_tokens(r.prompt, tokenizer) for r in todo)

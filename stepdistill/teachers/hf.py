@@ -76,7 +76,8 @@ class HFTeacher:
                 dtype = getattr(torch, self.dtype)
             config = AutoConfig.from_pretrained(self.model_name)
             cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-            self._model = cls.from_pretrained(self.model_name, dtype=dtype).to(device).eval()
+            model = cls.from_pretrained(self.model_name, dtype=dtype)
+            self._model = model.to(device).eval()  # type: ignore[arg-type]  # transformers typing
             self._tokenizer = self._tokenizer or AutoTokenizer.from_pretrained(self.model_name)
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
