@@ -79,6 +79,7 @@ class ServerState:
     faults: Counter = field(default_factory=Counter)
     headers_seen: list[str] = field(default_factory=list)
     seeds: Counter = field(default_factory=Counter)
+    times: dict = field(default_factory=dict)  # prompt -> arrival times of its attempts
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (prompt, attempt number) -> fault name or None.
     plan: Callable[[str, int], str | None] = lambda prompt, attempt: None
@@ -116,6 +117,7 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             prompt = body["messages"][-1]["content"] if chat else body["prompt"]
             with state.lock:
                 state.attempts[prompt] += 1
+                state.times.setdefault(prompt, []).append(time.monotonic())
                 fault = state.plan(prompt, state.attempts[prompt])
                 if fault:
                     state.faults[fault] += 1
@@ -123,6 +125,8 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 time.sleep(state.delay)
             if fault == "429-retry-after":
                 self.send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "0.05"})
+            elif fault == "429-retry-after-long":
+                self.send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": "0.4"})
             elif fault == "429":
                 self.send(429, b'{"error": {"message": "slow down"}}')
             elif fault == "500":

@@ -242,3 +242,14 @@ def test_samples_through_the_openai_backend_use_one_seed_each(tmp_path):
     assert len(rows) == 12 and sorted({row["sample"] for row in rows}) == [0, 1, 2]
     assert state.seeds == {0: 4, 1: 4, 2: 4}  # sample k asks with seed k
     assert summary["store"]["asked"] == 12 and summary["splits"]["train"]["examples"] == 4
+
+
+def test_retry_after_is_honoured_beyond_max_wait(tmp_path):
+    task = make_toy_task(tmp_path, count=2)
+    state = ServerState(plan=lambda prompt, attempt: "429-retry-after-long" if attempt == 1 else None)
+    with scripted_server(state) as (url, state):
+        summary = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
+                           teacher_options={"model": "toy-model", "base_url": url, **FAST})
+    assert summary["splits"]["train"]["parsed"] == 2 and summary["retries"] == 2
+    for times in state.times.values():
+        assert len(times) == 2 and times[1] - times[0] >= 0.4  # not max_wait's 0.02

@@ -27,6 +27,7 @@ from ..tasks import Task
 from . import Completion, Request
 
 STYLES = ("chat", "completions")
+MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is a server bug, not a plan
 
 
 class RateLimiter:
@@ -293,7 +294,9 @@ class OpenAITeacher:
             asked = retry_after_seconds(error) if error else None
             # Honour the server's Retry-After, plus a little jitter so that many
             # waiting requests do not all return in the same instant.
-            return min(self.max_wait, asked + backoff(state) * 0.1) if asked is not None else backoff(state)
+            # max_wait bounds our own backoff, not the server's word: retrying before
+            # Retry-After only earns another 429.
+            return min(MAX_RETRY_AFTER, asked + backoff(state) * 0.1) if asked is not None else backoff(state)
 
         def count_retry(state: Any) -> None:
             self.retries += 1
