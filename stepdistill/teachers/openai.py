@@ -247,7 +247,7 @@ class OpenAITeacher:
                     await rpm.acquire()
                 if tpm:
                     await tpm.acquire(len(request.prompt) / 4 + self.max_tokens)
-                completion = await self._ask(client, request, key)
+                completion = await self._ask(client, request, key, answers.draining)
             finally:
                 semaphore.release()
             answers.queue.put(completion)
@@ -278,12 +278,13 @@ class OpenAITeacher:
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
 
-    async def _ask(self, client: Any, request: Request, key: str | None) -> Completion:
+    async def _ask(self, client: Any, request: Request, key: str | None, draining: threading.Event | None = None) -> Completion:
         from tenacity import (
             AsyncRetrying,
             RetryError,
             retry_if_exception,
             stop_after_attempt,
+            stop_any,
             wait_random_exponential,
         )
 
@@ -303,7 +304,9 @@ class OpenAITeacher:
 
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retryable), wait=wait, stop=stop_after_attempt(self.max_retries + 1),
+                retry=retry_if_exception(is_retryable), wait=wait,
+                # A stopped run (budget reached) lets a request finish but retries nothing.
+                stop=stop_any(stop_after_attempt(self.max_retries + 1), lambda _: draining is not None and draining.is_set()),
                 before_sleep=count_retry, reraise=False,
             ):
                 with attempt:
