@@ -96,6 +96,10 @@ class HFTeacher:
             encoded = tokenizer([request.prompt for request in batch], return_tensors="pt", padding=True).to(model.device)
             sampling = self.temperature > 0
             options: dict[str, Any] = {"max_new_tokens": self.max_tokens, "do_sample": sampling, "pad_token_id": tokenizer.pad_token_id}
+            if self.task.parser.cut_at:
+                # Stop each row at the task's cut markers (an invented next example)
+                # instead of generating it to max_tokens and cutting it off afterwards.
+                options.update(stop_strings=list(self.task.parser.cut_at), tokenizer=tokenizer)
             if sampling:
                 options.update(temperature=self.temperature, top_p=self.top_p)
                 # Seeded by the batch's first request so a rerun of the same batch draws
