@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .cost import Budget, count_tokens, load_prices
+from .cost import Budget, count_tokens, load_prices, price_of
 from .data import Example, load_splits
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import is_correct
@@ -100,7 +100,13 @@ def annotate(
         if retries is not None:
             summary["retries"] = retries  # attempts repeated after a 429, 5xx, timeout ...
         if isinstance(backend, CachingTeacher):
-            summary["store"] = {"path": str(cache.path), "answered_from_store": backend.hits, "asked": backend.misses}  # type: ignore[union-attr]
+            assert cache is not None
+            spent = cache.usage()  # every answer in the store, this run's and earlier ones
+            summary["store"] = {
+                "path": str(cache.path), "answered_from_store": backend.hits, "asked": backend.misses,
+                "total_prompt_tokens": spent["prompt_tokens"], "total_completion_tokens": spent["completion_tokens"],
+                "total_cost_usd": round(price_of(spent["prompt_tokens"], spent["completion_tokens"], model, price_table), 6),
+            }
         if budget.stopped:
             summary["stopped"] = budget.stopped
         write_json(output / "summary.json", summary)
@@ -223,8 +229,6 @@ def estimate_cost(
     characters a token); completion tokens are expected to be as long as the task's
     demonstration answers, and at most the backend's ``max_tokens``.
     """
-    from .cost import price_of
-
     inner = getattr(backend, "backend", backend)
     tokenizer = inner.tokenizer() if callable(getattr(inner, "tokenizer", None)) else None
     answers = [render_answer(task, str(d["rationale"]), str(d["label"])) for d in task.demonstrations]
