@@ -8,6 +8,15 @@ cost and the teacher's accuracy against gold.
 Live teachers are wrapped in the response store (``<output>/store.sqlite``): every
 answer is committed as it arrives, and rerunning the same command asks only what is
 not stored yet - after a crash, a ``kill -9`` or a budget stop alike.
+
+From the command line::
+
+    stepdistill annotate --task svamp --teacher openai --model gpt-4o-mini --estimate
+    stepdistill annotate --task svamp --teacher openai --model gpt-4o-mini --max-cost 2
+    stepdistill annotate --task my_task.yaml --teacher openai --base-url http://127.0.0.1:8000/v1 \
+        --model Qwen/Qwen2.5-7B-Instruct --concurrency 32 --samples 4 --temperature 0.7 --filter-correct
+    stepdistill annotate --task svamp --teacher hf --model HuggingFaceTB/SmolLM2-1.7B-Instruct
+    stepdistill annotate --task svamp --teacher store --option path=annotations/svamp-openai/store.sqlite
 """
 
 from __future__ import annotations
