@@ -50,7 +50,7 @@ class TrainConfig:
     SVAMP + ASDiv setting)."""
     rationale_weight: float = 1.0
     """λ in loss = L_label + λ·L_rationale (dss)."""
-    epochs: float = 4.0
+    epochs: float = 3.0
     """Passes over the training examples (ignored when max_steps is set)."""
     max_steps: int | None = None
     """Optimizer steps; overrides epochs."""
