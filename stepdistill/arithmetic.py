@@ -4,17 +4,21 @@ Only numbers, + - * / (and the symbols × ÷ −), unary minus and parentheses a
 accepted. The expression is tokenised and parsed by hand (recursive descent), so
 no Python code is ever executed: ``eval`` and ``ast`` evaluation are never used.
 Length and nesting are bounded so hostile input costs bounded time and memory.
+Arithmetic is exact (fractions), so ``1 / (0.3 - 0.1 - 0.2)`` is a division by zero,
+not a huge number from rounding; the value is returned as a float.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 MAX_LENGTH = 512
 MAX_DEPTH = 64
 
-_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|(.))")
+# ASCII digits only: \d would also take other scripts' digits (and float() reads them).
+_TOKEN = re.compile(r"\s*(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)|(.))", re.DOTALL)
 _SYMBOLS = {"×": "*", "÷": "/", "−": "-", "x": "*"}
 
 
@@ -52,7 +56,7 @@ class _Parser:
         return token
 
     # expression := term (('+'|'-') term)*
-    def expression(self, depth: int) -> float:
+    def expression(self, depth: int) -> Fraction:
         value = self.term(depth)
         while self.peek() in ("+", "-"):
             operator = self.take()
@@ -61,7 +65,7 @@ class _Parser:
         return value
 
     # term := factor (('*'|'/') factor)*
-    def term(self, depth: int) -> float:
+    def term(self, depth: int) -> Fraction:
         value = self.factor(depth)
         while self.peek() in ("*", "/"):
             operator = self.take()
@@ -75,7 +79,7 @@ class _Parser:
         return value
 
     # factor := number | '-' factor | '+' factor | '(' expression ')'
-    def factor(self, depth: int) -> float:
+    def factor(self, depth: int) -> Fraction:
         if depth > MAX_DEPTH:
             raise ArithmeticError_("expression nested too deeply")
         token = self.take()
@@ -90,7 +94,7 @@ class _Parser:
             return value
         if token in "*/)":
             raise ArithmeticError_(f"unexpected {token!r}")
-        return float(token)
+        return Fraction(token)
 
 
 def evaluate(text: str) -> float:
@@ -104,9 +108,10 @@ def evaluate(text: str) -> float:
     value = parser.expression(0)
     if parser.peek() is not None:
         raise ArithmeticError_(f"unexpected {parser.peek()!r} after the expression")
-    if not math.isfinite(value):
-        raise ArithmeticError_("value is not finite")
-    return value
+    try:
+        return float(value)
+    except OverflowError:
+        raise ArithmeticError_("value is too large for a float") from None
 
 
 def safe_value(text: str | None) -> float | None:

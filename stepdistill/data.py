@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,72 +84,223 @@ def expand_braces(template: str) -> list[str]:
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, record) from JSON lines, a JSON list, or CSV with a header."""
+    """Yield (line number, record) from JSON lines, a JSON list, or CSV with a header.
+
+    The line number is the file's physical line where the record starts (also for a
+    CSV record with quoted newlines and for an item of a JSON list). Files are UTF-8;
+    a byte-order mark is accepted and dropped. Blank lines of a JSON-lines file are
+    skipped. Anything else that is not a record is an error naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    if path.suffix.lower() == ".csv":
-        yield from _read_csv(path)
-        return
     try:
-        with path.open(encoding="utf-8") as handle:
+        if path.suffix.lower() == ".csv":
+            yield from _read_csv(path)
+            return
+        with path.open(encoding="utf-8-sig") as handle:
             first = handle.read(1)
             while first and first.isspace():
                 first = handle.read(1)
             handle.seek(0)
             if first == "[":
-                try:
-                    rows = json.load(handle)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
-                for index, row in enumerate(rows):
-                    if not isinstance(row, dict):
-                        raise DataError(f"{path}: item {index + 1}: expected an object")
-                    yield index + 1, row
+                yield from _read_json_list(path, handle.read())
                 return
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(
-                        f"{path}:{line_number}: invalid JSON ({error.msg} at column {error.colno})"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{line_number}: expected a JSON object per line")
-                yield line_number, row
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+                yield line_number, _json_object(path, line_number, line, last=not line.endswith("\n"))
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
+
+
+def _json_object(path: Path, line_number: int, line: str, last: bool) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        truncated = "; the file ends mid-line (truncated?)" if last else ""
+        raise DataError(f"{path}:{line_number}: invalid JSON ({error.msg} at column {error.colno}){truncated}") from None
+    except RecursionError:
+        raise DataError(f"{path}:{line_number}: JSON nested too deeply") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{line_number}: expected a JSON object per line, got {_kind(row)}")
+    if "\\u" in line and _has_lone_surrogate(row):
+        raise DataError(f"{path}:{line_number}: text with an invalid \\u escape (a lone UTF-16 surrogate)")
+    return row
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, position: int) -> int:
+    match = _JSON_SPACE.match(text, position)
+    return match.end() if match else position
+
+
+def _read_json_list(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Items of a JSON list one by one, each with the line it starts on."""
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0) + 1  # past the "["
+    line, counted = 1, 0
+
+    def line_at(offset: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, offset)
+        counted = offset
+        return line
+
+    def invalid(error: json.JSONDecodeError) -> DataError:
+        return DataError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})")
+
+    position = _skip_space(text, position)
+    if text.startswith("]", position):
+        position += 1
+    else:
+        while True:
+            start = line_at(position)
+            try:
+                row, position = decoder.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                raise invalid(error) from None
+            except RecursionError:
+                raise DataError(f"{path}:{start}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{start}: expected a list of JSON objects, got {_kind(row)}")
+            if _has_lone_surrogate(row):
+                raise DataError(f"{path}:{start}: text with an invalid \\u escape (a lone UTF-16 surrogate)")
+            yield start, row
+            position = _skip_space(text, position)
+            if text.startswith("]", position):
+                position += 1
+                break
+            if not text.startswith(",", position):
+                where = "the file ends inside the list (truncated?)" if position >= len(text) else "expected ',' or ']'"
+                raise DataError(f"{path}:{line_at(position)}: invalid JSON: {where}")
+            position = _skip_space(text, position + 1)
+    position = _skip_space(text, position)
+    if position != len(text):
+        raise DataError(f"{path}:{line_at(position)}: invalid JSON: text after the end of the list")
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind in JSON's words, for error messages."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True when a string in ``value`` holds an unpaired surrogate (from a "\\ud800"
+    escape): such text cannot be written back as UTF-8, so it is refused on reading."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _utf8_error(path: Path) -> DataError:
+    """Find the first line that is not UTF-8 (read again as bytes: decoding errors from a
+    text stream carry no line number)."""
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return DataError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
+    return DataError(f"{path}: not valid UTF-8")
+
+
+# Python's csv module refuses fields over 128 KiB; a long document is a legal input.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        # strict: a stray or unclosed quote (e.g. a truncated file) is an error, not a
+        # silently different value. A plain reader (not DictReader, which skips blank
+        # lines out of sight) keeps each record's first physical line.
+        reader = csv.reader(handle, strict=True)
+        start = 1
+        try:
+            header = next(reader, None)
+            if not header:
                 raise DataError(f"{path}:1: empty CSV file (a header row is required)")
+            duplicates = sorted({name for name in header if header.count(name) > 1})
+            if duplicates:
+                raise DataError(f"{path}:1: duplicate column(s) {duplicates} in the header")
             start = reader.line_num + 1
-            for row in reader:
-                if None in row:
-                    raise DataError(f"{path}:{start}: more values than header columns")
-                if any(value is None for value in row.values()):
-                    raise DataError(f"{path}:{start}: fewer values than header columns")
-                yield start, row
+            for values in reader:
+                if values:  # a blank line
+                    if len(values) > len(header):
+                        raise DataError(f"{path}:{start}: more values than header columns")
+                    if len(values) < len(header):
+                        raise DataError(f"{path}:{start}: fewer values than header columns")
+                    yield start, dict(zip(header, values, strict=True))
                 start = reader.line_num + 1
-    except csv.Error as error:
-        raise DataError(f"{path}: malformed CSV: {error}") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        except csv.Error as error:
+            end = reader.line_num
+            through = f" (record read through line {end})" if end > start else ""
+            raise DataError(f"{path}:{start}: malformed CSV: {error}{through}") from None
+
+
+TEXT_TYPES = (str, int, float)
+"""Field values a template may show as text (numbers are written as Python does)."""
+
+
+def _template_fields(template: str) -> list[tuple[str, bool]]:
+    """(top-level field name, used as a whole) for each replacement field of a template."""
+    used = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name:
+            base = name.split(".", 1)[0].split("[", 1)[0]
+            used.append((base, base == name))
+    return used
 
 
 def format_input(task: Task, record: dict[str, Any], where: str) -> str:
+    """The model input of one record: the task's input template over its fields.
+
+    A field shown whole must be text or a number (a list, an object or null is an
+    error), and the input must not be empty."""
+    for name, whole in _template_fields(task.input_template):
+        if whole and name in record and not _is_text(record[name]):
+            raise DataError(f"{where}: field {name!r} is {_kind(record[name])}; expected text")
     try:
-        return task.input_template.format_map(record)
+        text = task.input_template.format_map(record)
     except KeyError as error:
         raise DataError(f"{where}: missing field {error.args[0]!r} (needed by the task's input template)") from None
-    except (IndexError, TypeError, ValueError) as error:
+    except (IndexError, TypeError, ValueError, AttributeError) as error:
         raise DataError(f"{where}: field does not fit the input template: {error}") from None
+    if not text.strip():
+        raise DataError(f"{where}: the input is empty")
+    return text
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, TEXT_TYPES) and not isinstance(value, bool)
+
+
+def record_id(record: dict[str, Any], id_field: str | None, where: str) -> str | None:
+    """The record's id as text, or ``None`` when it has no id field."""
+    if not id_field or id_field not in record:
+        return None
+    value = record[id_field]
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise DataError(f"{where}: id field {id_field!r} is {_kind(value)}; expected text or a whole number")
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{where}: id field {id_field!r} is empty")
+    return str(value)
 
 
 def gold_label(task: Task, record: dict[str, Any], where: str) -> str | None:
@@ -157,6 +309,8 @@ def gold_label(task: Task, record: dict[str, Any], where: str) -> str | None:
     value = record.get(task.label_field)
     if value is None or value == "":
         return None  # an unlabeled row: the common case for a user's own training data
+    if not _is_text(value):
+        raise DataError(f"{where}: label field {task.label_field!r} is {_kind(value)}; expected text or a number")
     if task.label_map is not None:
         mapped = task.label_map.get(value, task.label_map.get(str(value)))
         if mapped is None:
@@ -170,6 +324,7 @@ def gold_label(task: Task, record: dict[str, Any], where: str) -> str | None:
 
 def read_split(task: Task, split: str, path: Path) -> list[Example]:
     """All rows of one file as examples (ids stable across runs)."""
+    rows: Iterator[tuple[int, dict[str, Any]]]
     if str(path).startswith("hf:"):
         rows = enumerate(load_hub_split(str(path)), start=1)
     else:
@@ -178,7 +333,7 @@ def read_split(task: Task, split: str, path: Path) -> list[Example]:
     seen: set[str] = set()
     for index, (line_number, record) in enumerate(rows):
         where = f"{path}:{line_number}"
-        example_id = str(record[task.id_field]) if task.id_field and task.id_field in record else f"{split}-{index}"
+        example_id = record_id(record, task.id_field, where) or f"{split}-{index}"
         if example_id in seen:
             raise DataError(f"{where}: duplicate id {example_id!r}")
         seen.add(example_id)

@@ -3,7 +3,9 @@
 Records are read lazily, predicted in chunks and appended to the output one line
 each, flushed after every chunk: an interrupted job loses at most one chunk, and
 running the same command again skips the ids already in the output. A last line
-torn by a crash is cut off before appending.
+torn by a crash is cut off before appending. The whole input is checked (JSON, ids,
+template fields) before the first line is written, so a bad input file leaves no
+partial output.
 
 Each output line is ``{"id", "prediction", "raw"}`` (plus ``"rationale"``). The id is
 the task's id field, else the record's ``id`` field, else the row's position (0-based).
@@ -16,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, read_records
+from .data import DataError, read_records, record_id
+from .io import cut_torn_tail
 
 
 def predict(
@@ -39,12 +42,15 @@ def predict(
 
     output_path = Path(output_path)
     done = existing_ids(output_path)
-    # A first pass counts the rows for the progress bar and finds a malformed line
-    # before any model time is spent; reading is cheap next to generation.
-    total = sum(1 for _ in read_records(input_path))
-    total = min(total, limit) if limit is not None else total
     student = Student.load(run_dir, batch_size=batch_size)
     id_field = student.task.id_field or "id"
+    # A first pass checks every row (JSON, ids, fields) and counts them for the progress
+    # bar before any model time is spent or any line is written: a bad file leaves no
+    # partial output. Reading and formatting are cheap next to generation.
+    total = 0
+    for _, record, where in _rows(input_path, id_field, limit):
+        student.format(record, where)
+        total += 1
     skipped = predicted = 0
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("a", encoding="utf-8") as out, tqdm(total=total, desc="predict", disable=not progress, unit="row") as bar:
@@ -71,7 +77,7 @@ def _rows(path: str | Path, id_field: str, limit: int | None) -> Iterator[tuple[
         if limit is not None and index >= limit:
             return
         where = f"{path}:{line}"
-        row_id = str(record[id_field]) if id_field in record else str(index)
+        row_id = record_id(record, id_field, where) or str(index)
         if row_id in seen:
             raise DataError(f"{where}: duplicate id {row_id!r}")
         seen.add(row_id)
@@ -94,20 +100,9 @@ def existing_ids(path: Path) -> set[str]:
     unparseable) last line; any other bad line is an error, not silently redone."""
     if not path.is_file():
         return set()
-    data = path.read_bytes()
-    keep = len(data) if data.endswith(b"\n") or not data else data.rfind(b"\n") + 1
-    lines = data[:keep].split(b"\n")[:-1] if keep else []
-    if lines:
-        try:
-            json.loads(lines[-1])
-        except ValueError:  # a complete line written half (e.g. a full disk): redo it
-            keep -= len(lines[-1]) + 1
-            lines = lines[:-1]
-    if keep != len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
+    cut_torn_tail(path)
     ids: set[str] = set()
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(path.read_bytes().split(b"\n")[:-1], start=1):
         if not line.strip():
             continue
         try:

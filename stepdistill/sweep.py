@@ -1,6 +1,8 @@
 """Sweeps: expand a grid of runs from a YAML file, train each into its own folder, and
 append one row per finished run to a results file. Runs already in the results file are
-skipped, so a killed sweep resumes where it stopped.
+skipped, so a killed sweep resumes where it stopped: a run killed mid-training
+continues from its checkpoint, and one killed after training but before its row was
+written is recorded from its metrics without training again.
 
 ```yaml
 name: svamp-modes
@@ -18,12 +20,14 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .config import ConfigError, TrainConfig, make_config
+from .io import append_jsonl, cut_torn_tail
 
 RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "seed")
 
@@ -67,47 +71,86 @@ def run_id(config: TrainConfig) -> str:
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results file; a torn last line (a crash mid-write) is ignored."""
+    """Rows of a results file. A torn last line (a crash mid-write) is ignored; any
+    other line that is not a JSON object is skipped with a warning naming it."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif number != len(lines):  # a terminated line: not a crash mid-append
+            warnings.warn(f"{path}:{number}: not a results row; skipped", stacklevel=2)
     return rows
 
 
 def append_result(path: str | Path, row: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    with path.open("a", encoding="utf-8") as handle:
-        if text and not text.endswith("\n"):
-            handle.write("\n")  # close a torn line left by a crash
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
+    """One row, on a line of its own (a torn last line left by a crash is cut off first)."""
+    append_jsonl(path, row)
+
+
+def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
+    """An earlier run folder of this grid point with the same config, and what is left
+    of it: ``"finished"`` (metrics written, row not: killed in between), ``"checkpoint"``
+    (killed mid-training) or ``""`` (none to reuse)."""
+    from .run_folder import load_run
+
+    runs = Path(config.output_dir)
+    name = config.run_name or ""
+    candidates = [runs / name, *sorted(runs.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)]
+    found: tuple[Path | None, str] = (None, "")
+    for folder in candidates:
+        suffix = folder.name[len(name) :]
+        if not folder.is_dir() or (suffix and not suffix[1:].isdigit()):
+            continue
+        try:
+            if load_run(folder).config.to_dict() != config.to_dict():
+                continue  # same grid point, another config: not this run
+        except (OSError, ValueError, TypeError, yaml.YAMLError):  # killed before its files were written
+            continue
+        if (folder / "metrics.json").is_file():
+            return folder, "finished"
+        if not found[0] and any((folder / name).is_dir() for name in ("checkpoint", "checkpoint.old")):
+            found = (folder, "checkpoint")
+    return found
 
 
 def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows."""
+    """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows.
+
+    A run killed mid-training continues from its checkpoint; a run whose training
+    finished but whose row was not written yet is recorded from its metrics."""
     from .run import teacher_accuracy
     from .train import train
 
     spec = load_sweep(path)
     results_path = Path(spec["output_dir"]) / "results.jsonl"
     configs = expand(spec)
+    cut_torn_tail(results_path)
     done = {row["run_id"] for row in read_results(results_path)}
     todo = [c for c in configs if c.run_name not in done]
     print(f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run")
     for index, config in enumerate(todo, start=1):
-        print(f"[{index}/{len(todo)}] {config.run_name}")
+        folder, left = previous_attempt(config)
+        print(f"[{index}/{len(todo)}] {config.run_name}" + {"finished": " (trained; recording it)", "checkpoint": f" (resuming {folder})"}.get(left, ""))
         if dry_run:
             continue
         started = time.time()
-        metrics = train(config)
+        if left == "finished":
+            assert folder is not None
+            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        elif left == "checkpoint":
+            metrics = train(config, resume=folder)
+        else:
+            metrics = train(config)
         row = {
             "run_id": config.run_name,
             **{key: getattr(config, key) for key in RESULT_FIELDS},
@@ -119,7 +162,7 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
             "steps": metrics["steps"],
             "best_step": metrics["best_step"],
             "run_dir": metrics["run_dir"],
-            "wall_seconds": round(time.time() - started, 1),
+            "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
         }
         append_result(results_path, row)
     return read_results(results_path)

@@ -95,13 +95,23 @@ class Store:
         # thread; all writes still happen on the one consuming thread.
         self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed process (not a power cut): the
-        # right trade for a cache whose worst loss is a re-asked request.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (not a power cut): the
+            # right trade for a cache whose worst loss is a re-asked request.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            self.db.close()
+            raise StoreError(f"{self.path}: not a readable response store ({error}); move it away or use another --store") from None
+        except StoreError:
+            self.db.close()
+            raise
 
     def _migrate(self) -> None:
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "schema_version" not in tables:
+            raise StoreError(f"{self.path}: an SQLite file with other tables ({', '.join(sorted(tables))}), not a response store")
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = self.db.execute("SELECT version FROM schema_version").fetchone()
         version = row[0] if row else 0
