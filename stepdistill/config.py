@@ -84,6 +84,18 @@ class TrainConfig:
     Removed when the run completes."""
     checkpoint_every: int = 0
     """Steps between checkpoints (0: at every validation evaluation)."""
+    early_stopping_patience: int = 0
+    """Stop after this many validation evaluations in a row without a better accuracy
+    (0: never stop early). The best-on-validation weights are kept either way."""
+    lora_rank: int = 0
+    """Rank of LoRA adapters (0: full fine-tuning). With LoRA only the adapters train
+    (needs ``pip install 'stepdistill[lora]'``); the saved model has them merged in, so
+    it loads with plain transformers."""
+    lora_alpha: float = 16.0
+    """LoRA scale: the adapters' update is multiplied by lora_alpha / lora_rank."""
+    lora_target_modules: str = "all-linear"
+    """Modules that get LoRA adapters: comma-separated names (e.g. q_proj,v_proj), or
+    all-linear (every linear layer but the output head)."""
     seed: int = 0
     bf16: bool = True
     """Compute in bf16 (much faster on CPUs with bf16 instructions); the optimizer keeps
@@ -109,6 +121,12 @@ class TrainConfig:
             raise ConfigError("batch_size >= 1, learning_rate > 0 and rationale_weight >= 0 are required")
         if self.max_steps is None and self.epochs <= 0:
             raise ConfigError("epochs must be > 0 (or set max_steps)")
+        if self.early_stopping_patience < 0:
+            raise ConfigError("early_stopping_patience must be >= 0 (0: off)")
+        if self.lora_rank < 0 or (self.lora_rank and self.lora_alpha <= 0):
+            raise ConfigError("lora_rank must be >= 0 (0: off) and lora_alpha > 0")
+        if self.lora_rank and not self.lora_target_modules.strip(" ,"):
+            raise ConfigError("lora_target_modules must name modules (or be all-linear)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

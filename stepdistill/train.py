@@ -45,6 +45,7 @@ from .encode import (
 )
 from .evaluate import predict, score
 from .io import new_run_dir, read_jsonl, write_json, write_jsonl
+from .parallel import Processes, shard
 from .run_folder import save_run_files
 from .tasks import Task, load_task
 
@@ -274,15 +275,26 @@ def can_use_sparse_head(model: Any) -> bool:
     return plain and model.get_output_embeddings() is not None and model.base_model is not model
 
 
-def step_loss(model: Any, groups: list[dict[str, Any]], rationale_weight: float, sparse_head: bool = True, backward: bool = True) -> dict[str, float]:
+def target_tokens(groups: list[dict[str, Any]]) -> tuple[int, int]:
+    """How many label and rationale target tokens the micro-batches hold."""
+    label = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == LABEL)).sum()) for g in groups)
+    rationale = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == RATIONALE)).sum()) for g in groups)
+    return label, rationale
+
+
+def step_loss(model: Any, groups: list[dict[str, Any]], rationale_weight: float, sparse_head: bool = True, backward: bool = True,
+              token_counts: tuple[int, int] | None = None) -> dict[str, float]:
     """The paper's multi-task loss over one optimizer step, accumulated over micro-batches:
 
         loss = L_label + λ · L_rationale
 
     where each L is the mean token cross-entropy of its task in the whole step, so the
-    sum of the micro-batch losses below is exactly that loss (and its gradient)."""
-    label_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == LABEL)).sum()) for g in groups)
-    rationale_tokens = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == RATIONALE)).sum()) for g in groups)
+    sum of the micro-batch losses below is exactly that loss (and its gradient).
+
+    Data parallel: ``token_counts`` are the label and rationale token counts of the
+    whole global batch (all processes). Each process's sum is then its part of the
+    global loss, and the sum of the processes' gradients is the global loss's gradient."""
+    label_tokens, rationale_tokens = token_counts if token_counts is not None else target_tokens(groups)
     totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
     for group in groups:
         losses, kinds = token_losses(model, group, sparse_head)
@@ -311,9 +323,17 @@ class MasterWeights:
 
         self.enabled = enabled
         self.named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.frozen: dict[str, Any] = {}
         if enabled:
             self.master = [p.detach().float().clone() for _, p in self.named]
-            model.to(torch.bfloat16)
+            # Frozen weights (LoRA's base model) keep an fp32 copy too: the saved model must
+            # not carry them rounded to bf16.
+            self.frozen = {name: p.detach().float().clone() for name, p in model.named_parameters() if not p.requires_grad}
+            # Parameters only, not model.to(bfloat16): that also rounds float buffers such
+            # as the rotary inverse frequencies (0.1 becomes 0.1001), which are not saved,
+            # so the model trained and tested would differ from the one reloaded.
+            for p in model.parameters():
+                p.data = p.data.to(torch.bfloat16)
         else:
             self.master = [p for _, p in self.named]
 
@@ -343,6 +363,8 @@ class MasterWeights:
             for name, p in model.named_parameters():
                 if name in snapshot:
                     p.copy_(snapshot[name])
+                elif name in self.frozen:
+                    p.copy_(self.frozen[name])
 
 
 def seed_everything(seed: int) -> None:
@@ -352,6 +374,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def apply_lora(model: Any, config: TrainConfig) -> Any:
+    """LoRA adapters (``config.lora_rank`` > 0): the base weights freeze and only the
+    adapters train. The adapters are injected into ``model`` in place, so training goes
+    on with ``model`` itself (the loss reads its LM head directly); the returned peft
+    wrapper is kept to merge the adapters back before saving."""
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError:
+        raise ValueError("lora_rank > 0 needs peft: pip install 'stepdistill[lora]'") from None
+    from .students import is_seq2seq
+
+    targets = config.lora_target_modules.strip()
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=targets if targets == "all-linear" else [name.strip() for name in targets.split(",") if name.strip()],
+        task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(model.config) else TaskType.CAUSAL_LM,
+    )
+    wrapper = get_peft_model(model, lora)
+    assert wrapper.get_base_model() is model
+    return wrapper
 
 
 def ensure_annotations(config: TrainConfig, task: Task) -> Path:
@@ -393,8 +439,8 @@ def save_checkpoint(run_dir: Path, weights: MasterWeights, optimizer: Any, sched
     staging = run_dir / "checkpoint.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    torch.save({"master": weights.snapshot(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), **state}, staging / "state.pt")
+    torch.save({"master": weights.snapshot(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
+               staging / "state.pt")
     old = run_dir / "checkpoint.old"
     if (run_dir / "checkpoint").exists():
         (run_dir / "checkpoint").replace(old)
@@ -417,24 +463,43 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return state, best
 
 
+def evaluate_split(model: Any, tokenizer: Any, task: Task, config: TrainConfig, examples: list[Example], processes: Processes,
+                   desc: str | None = None) -> tuple[float, list[dict[str, Any]]]:
+    """Accuracy and scored rows on a split. Under a multi-process launch each process
+    generates for its slice of the examples and every process gets all the predictions
+    (so all agree on the best step and on early stopping)."""
+    mine = processes.share([e.input for e in examples])
+    predictions = predict(model, tokenizer, task, list(mine), config.mode, max_input_tokens=config.max_input_tokens,
+                          max_rationale_tokens=config.max_rationale_tokens, batch_size=config.eval_batch_size, bf16=config.bf16,
+                          desc=desc)
+    return score(task, examples, processes.gather(predictions))
+
+
 def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
     """Train one student per the config into a new run folder; returns its metrics.
 
     With ``resume`` (a run folder), the run continues from its last checkpoint with its
-    saved config and the same data order, and ends as an uninterrupted run would."""
+    saved config and the same data order, and ends as an uninterrupted run would.
+
+    Under ``accelerate launch`` / ``torchrun`` with N processes, each takes its share of
+    every global batch of ``batch_size`` examples and the gradients are summed before the
+    step, so the run is the same as in one process; rank 0 writes the run folder."""
     import torch
 
     from .run_folder import load_run
     from .students import is_seq2seq, load_student
 
     started = time.time()
+    processes = Processes()
+    quiet = quiet or not processes.main
     if resume is not None:
         config = load_run(resume).config
     if config.threads:
         torch.set_num_threads(config.threads)
     task = load_task(config.task)
     splits = load_splits(task, config.data_dir)
-    annotations = prepare_annotations(config, task)
+    with processes.main_first():  # rank 0 annotates (if needed) before the others read
+        annotations = prepare_annotations(config, task)
     extra = extra_examples(config, task)
     annotations.update({example.id: example.record for example in extra})
 
@@ -450,14 +515,20 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     valid = splits["valid"][: config.eval_limit] if config.eval_limit else splits["valid"]
     test = splits["test"][: config.eval_limit] if config.eval_limit else splits["test"]
     if config.mode == "rationale-input":  # evaluation inputs carry the teacher's rationale too
-        valid, test = (evaluation_inputs(config, task, examples, split) for examples, split in ((valid, "valid"), (test, "test")))
+        with processes.main_first():
+            valid, test = (evaluation_inputs(config, task, examples, split) for examples, split in ((valid, "valid"), (test, "test")))
 
+    # The same seed in every process: the copies of the model (and LoRA's initial
+    # adapters) are identical, and every process draws the same data order.
     seed_everything(config.seed)
-    model, tokenizer = load_student(config.student)
+    with processes.main_first():  # rank 0 converts a built-in student once
+        model, tokenizer = load_student(config.student)
+    lora = apply_lora(model, config) if config.lora_rank else None
     seq2seq = is_seq2seq(model.config)
     model.train()
     pad = tokenizer.pad_token_id
     encoded = [encode_example(tokenizer, config, item, seq2seq) for item in items]
+    sizes = [sum(row_length(r, seq2seq) for r in rows) for rows in encoded]
 
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
@@ -471,7 +542,8 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     )
 
     rng = random.Random(config.seed)
-    state: dict[str, Any] = {"step": 0, "order": [], "log": [], "history": [], "real_tokens": 0, "train_seconds": 0.0}
+    state: dict[str, Any] = {"step": 0, "order": [], "log": [], "history": [], "real_tokens": 0, "train_seconds": 0.0,
+                             "evals_without_improvement": 0}
     best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
     if resume is not None:
         run_dir = Path(resume)
@@ -482,15 +554,20 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         weights.master_to_model()
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
+        per_process = saved.get("torch_rng_per_process") or []
+        torch.set_rng_state(per_process[processes.rank] if len(per_process) == processes.world else saved["torch_rng"])
         rng.setstate(saved["python_rng"])
-        state = {key: saved[key] for key in state}
+        state = {key: saved.get(key, value) for key, value in state.items()}
         if not quiet:
             tqdm.write(f"resuming {run_dir} at step {state['step']}")
     else:
-        run_dir = new_run_dir(config.output_dir, config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-        save_run_files(run_dir, config, task)
+        run_dir = None
+        if processes.main:
+            run_dir = new_run_dir(config.output_dir, config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+            save_run_files(run_dir, config, task)
+        run_dir = processes.broadcast(run_dir)
     best_unsaved = False
+    stopped_early = False
     bar = tqdm(range(state["step"], total_steps), desc=f"train {task.name}/{config.mode}", disable=quiet,
                initial=state["step"], total=total_steps)
     for step in bar:
@@ -498,49 +575,64 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
             state["order"] = list(range(len(items)))
             rng.shuffle(state["order"])
         batch_ids, state["order"] = state["order"][: config.batch_size], state["order"][config.batch_size :]
-        rows = [row for i in batch_ids for row in encoded[i]]
+        # One process: the whole batch. Several: this process's share of it.
+        rows = [row for i in shard(batch_ids, sizes, processes) for row in encoded[i]]
         groups = [collate(g, pad, seq2seq) for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)]
         tick = time.time()
-        totals = step_loss(model, groups, config.rationale_weight)
+        # Each loss term is normalised by its token count over the whole global batch.
+        label_tokens, rationale_tokens, real_tokens = processes.sum([*target_tokens(groups), sum(g["tokens"] for g in groups)])
+        totals = step_loss(model, groups, config.rationale_weight, token_counts=(label_tokens, rationale_tokens))
         weights.gradients_to_master()
+        # Sum the gradients (and the logged loss parts) over the processes: the gradient of the global loss.
+        totals = dict(zip(totals, processes.sum_gradients(weights.master, list(totals.values())), strict=True))
         torch.nn.utils.clip_grad_norm_(weights.master, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         weights.master_to_model()
         state["train_seconds"] += time.time() - tick
-        state["real_tokens"] += sum(g["tokens"] for g in groups)
+        state["real_tokens"] += real_tokens
         state["step"] = step + 1
         state["log"].append({"step": step + 1, **{k: round(v, 5) for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0],
                              "seconds": round(time.time() - tick, 3)})
         bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{state['real_tokens'] / max(state['train_seconds'], 1e-9):.0f}")
 
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
-            predictions = predict(model, tokenizer, task, [e.input for e in valid], config.mode,
-                                  max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
-                                  batch_size=config.eval_batch_size, bf16=config.bf16)
-            accuracy, _ = score(task, valid, predictions)
+            accuracy, _ = evaluate_split(model, tokenizer, task, config, valid, processes)
             state["history"].append({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "valid_accuracy": accuracy})
             if not quiet:
                 tqdm.write(f"step {step + 1}: valid accuracy {accuracy:.4f}")
             if accuracy > best["accuracy"]:  # keep the best-on-validation weights
                 best = {"accuracy": accuracy, "step": step + 1, "state": weights.snapshot()}
                 best_unsaved = True
-            write_jsonl(run_dir / "train_log.jsonl", state["log"])
+                state["evals_without_improvement"] = 0
+            else:
+                state["evals_without_improvement"] += 1
+            if processes.main:
+                write_jsonl(run_dir / "train_log.jsonl", state["log"])
+            if config.early_stopping_patience and state["evals_without_improvement"] >= config.early_stopping_patience:
+                stopped_early = True  # every process saw the same accuracies, so all stop here
+                if not quiet:
+                    tqdm.write(f"step {step + 1}: no better validation accuracy in {config.early_stopping_patience} evaluations; stopping")
+                break
         if config.checkpoint and ((step + 1) % checkpoint_every == 0) and step + 1 < total_steps:
-            save_checkpoint(run_dir, weights, optimizer, scheduler, {**state, "python_rng": rng.getstate()}, best if best_unsaved else None)
+            rng_states = processes.gather([torch.get_rng_state()])  # each process's (dropout) RNG
+            if processes.main:
+                save_checkpoint(run_dir, weights, optimizer, scheduler,
+                                {**state, "python_rng": rng.getstate(), "torch_rng": rng_states[0],
+                                 "torch_rng_per_process": rng_states}, best if best_unsaved else None)
             best_unsaved = False
+    bar.close()
 
     log, history, real_tokens, train_seconds = state["log"], state["history"], state["real_tokens"], state["train_seconds"]
     weights.restore(model, best["state"])
-    model.save_pretrained(run_dir / "model")
-    tokenizer.save_pretrained(run_dir / "model")
+    if lora is not None:
+        model = lora.merge_and_unload()  # a plain transformers model: the run folder needs no peft
+    if processes.main:
+        model.save_pretrained(run_dir / "model")
+        tokenizer.save_pretrained(run_dir / "model")
     # The test set is evaluated once, with the best-on-validation weights.
-    predictions = predict(model, tokenizer, task, [e.input for e in test], config.mode,
-                          max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
-                          batch_size=config.eval_batch_size, bf16=config.bf16, desc=None if quiet else "test")
-    test_accuracy, test_rows = score(task, test, predictions)
-    write_jsonl(run_dir / "predictions" / "test.jsonl", test_rows)
+    test_accuracy, test_rows = evaluate_split(model, tokenizer, task, config, test, processes, desc=None if quiet else "test")
     metrics = {
         "task": task.name,
         "mode": config.mode,
@@ -549,7 +641,7 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         "train_examples": len(items),
         "train_rows": sum(len(rows) for rows in encoded),
         "skipped": skipped,
-        "steps": total_steps,
+        "steps": state["step"],
         "best_step": best["step"],
         "valid_accuracy": best["accuracy"],
         "valid_history": history,
@@ -559,14 +651,19 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         "tokens_per_second": round(real_tokens / max(train_seconds, 1e-9), 1),
         "wall_seconds": round(time.time() - started, 1),
         "run_dir": str(run_dir),
+        **({"stopped_early": True} if stopped_early else {}),
+        **({"processes": processes.world} if processes.world > 1 else {}),
         **({"requires_teacher_rationales": True} if config.mode == "rationale-input" else {}),
     }
-    write_json(run_dir / "metrics.json", metrics)
-    write_jsonl(run_dir / "train_log.jsonl", log)
-    # The run is complete: its model is saved, so the resume state is no longer needed.
-    import shutil
+    if processes.main:
+        write_jsonl(run_dir / "predictions" / "test.jsonl", test_rows)
+        write_json(run_dir / "metrics.json", metrics)
+        write_jsonl(run_dir / "train_log.jsonl", log)
+        # The run is complete: its model is saved, so the resume state is no longer needed.
+        import shutil
 
-    for leftover in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
-        shutil.rmtree(run_dir / leftover, ignore_errors=True)
-    (run_dir / "best-weights.pt").unlink(missing_ok=True)
+        for leftover in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+            shutil.rmtree(run_dir / leftover, ignore_errors=True)
+        (run_dir / "best-weights.pt").unlink(missing_ok=True)
+    processes.barrier()  # the others return once the run folder is complete
     return metrics

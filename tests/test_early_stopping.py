@@ -1,0 +1,57 @@
+"""early_stopping_patience: training stops after that many validation evaluations in a
+row without a better accuracy, and keeps the best weights."""
+
+import json
+
+import pytest
+
+import stepdistill.train as train_module
+from stepdistill.cli import main
+from stepdistill.config import ConfigError, make_config
+
+
+@pytest.fixture()
+def annotations(data_dir, tmp_path):
+    from stepdistill.annotate import annotate
+
+    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
+    return tmp_path / "annotations"
+
+
+def scripted_validation(monkeypatch, accuracies):
+    """Validation accuracies in the given order (a tiny random model scores 0 throughout);
+    the test split is evaluated for real."""
+    real = train_module.evaluate_split
+    script = iter(accuracies)
+
+    def evaluate_split(model, tokenizer, task, config, examples, *args, **kwargs):
+        if examples[0].split == "valid":
+            return next(script), []
+        return real(model, tokenizer, task, config, examples, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_split", evaluate_split)
+
+
+@pytest.mark.parametrize("patience, steps, best_step", [(2, 4, 2), (0, 6, 5)])
+def test_training_stops_after_patience_evaluations_without_improvement(
+    monkeypatch, tiny_causal, annotations, data_dir, tmp_path, patience, steps, best_step
+):
+    # A tie (0.3 after 0.3) is no improvement: with patience 2, step 3 and 4 fail to beat step 2.
+    scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.3, 0.5, 0.4])
+    arguments = ["train", "--task", "svamp", "--mode", "dss", "--student", str(tiny_causal), "--annotations", str(annotations),
+                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--run-name", "run", "--max-steps", "6",
+                 "--batch-size", "2", "--train-limit", "4", "--evals-per-epoch", "2", "--eval-limit", "2",
+                 "--early-stopping-patience", str(patience)]
+    assert main(arguments) == 0
+    run = tmp_path / "runs" / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == steps and metrics["best_step"] == best_step
+    assert [h["step"] for h in metrics["valid_history"]] == list(range(1, steps + 1))
+    assert metrics.get("stopped_early", False) == (patience > 0)
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == steps
+    assert (run / "model" / "model.safetensors").is_file() and not (run / "checkpoint").exists()
+
+
+def test_patience_cannot_be_negative():
+    with pytest.raises(ConfigError, match="early_stopping_patience"):
+        make_config({"early_stopping_patience": -1})
