@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .encode import RATIONALE_INPUT_MARKER, SINGLE_ANSWER_MARKER
-from .tasks import Task, task_from_dict
+from .tasks import Task, normalize_label, task_from_dict
 
 TaskInput = str | dict[str, Any]
 """A formatted input text, or a raw record of the task's fields."""
@@ -76,6 +76,14 @@ class Student:
         self.max_rationale_tokens = max_rationale_tokens
         self.batch_size = batch_size
         self.bf16 = bf16
+        """bf16 compute. The model's weights are cast to bf16 once, here: autocast over
+        fp32 weights re-casts every weight matrix at every decoding step, which made
+        one-at-a-time SVAMP labels ~2x slower on CPU (``benchmarks/RESULTS.md``,
+        Inference). Training's own validation runs on bf16 weights too."""
+        if bf16 and getattr(model, "dtype", None) is not None and str(model.dtype) == "torch.float32":
+            import torch
+
+            cast_parameters(model, torch.bfloat16)
 
     @classmethod
     def load(
@@ -153,6 +161,49 @@ class Student:
                 result["rationale"] = rationale_from_single(result["raw"])
         return [Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale")) for r in results]
 
+    def candidates(self, item: TaskInput, where: str = "input") -> list[str]:
+        """The closed label set of one item: the task's ``labels``, else the record's
+        answer choices (``choices_field``), normalised like training targets. Raises
+        ``DataError`` when the item has none (free-text tasks, formatted text of a
+        multiple-choice task)."""
+        from .data import DataError
+
+        if self.task.labels:
+            return list(self.task.labels)
+        field = self.task.choices_field
+        if field and isinstance(item, dict) and isinstance(item.get(field), list) and item[field]:
+            return [normalize_label(str(choice), self.task.normalize) for choice in item[field]]
+        raise DataError(f"{where}: no candidate labels (the task has no label set and the item no {field or 'choices'} field)")
+
+    def score_candidates(
+        self, inputs: list[TaskInput], candidates: list[list[str]] | None = None, reduce: str = "sum"
+    ) -> list[list[float]]:
+        """Log-likelihood of each candidate label after the ``[label]`` prompt (summed or,
+        with ``reduce="mean"``, averaged over the label's tokens and its end token), one
+        forward pass per batch. ``candidates`` default to ``self.candidates(item)``."""
+        from .candidates import score_candidates
+
+        texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
+        if candidates is None:
+            candidates = [self.candidates(item, f"input {index}") for index, item in enumerate(inputs)]
+        if not texts:
+            return []
+        return score_candidates(
+            self.model, self.tokenizer, texts, candidates, reduce=reduce, max_input_tokens=self.max_input_tokens,
+            batch_size=self.batch_size, bf16=self.bf16,
+        )
+
+    def choose(self, inputs: list[TaskInput], candidates: list[list[str]] | None = None, reduce: str = "sum") -> list[Prediction]:
+        """Labels picked from a closed set by likelihood (``score_candidates``) instead of
+        generated: always one of the candidates, and cheaper than decoding."""
+        from .candidates import best_candidate
+
+        if candidates is None:
+            candidates = [self.candidates(item, f"input {index}") for index, item in enumerate(inputs)]
+        scores = self.score_candidates(inputs, candidates, reduce)
+        chosen = [options[best_candidate(values)] for options, values in zip(candidates, scores, strict=True)]
+        return [Prediction(label=normalize_label(label, self.task.normalize), raw=label) for label in chosen]
+
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Plain greedy continuations of raw prompts (no task prefix): what a bare
         language model does behind an OpenAI-style ``/v1/completions``."""
@@ -183,6 +234,14 @@ class Student:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+
+def cast_parameters(model: Any, dtype: Any) -> None:
+    """Cast the parameters only, as training does: ``model.to(bfloat16)`` would also
+    round float buffers such as the rotary inverse frequencies (0.1 -> 0.1001), which
+    are not saved, so positions would be encoded unlike in training."""
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(dtype)
 
 
 def rationale_from_single(text: str) -> str:

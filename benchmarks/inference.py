@@ -1,0 +1,244 @@
+"""Inference speed of a student: label only, one at a time, with a rationale, and by scoring.
+
+For each task (default SVAMP and CQA, test split, the first ``--limit`` examples) it
+times, on the same examples and the same loaded model:
+
+- label, batched: ``Student.predict`` as the library runs it: ``[label]`` prompt,
+  batched greedy decoding by similar length, KV cache, stop at the end of the label,
+  bf16 weights;
+- label, batch 1: the same, one example per ``generate`` call;
+- rationale + label, batched: ``Student.predict(..., rationale=True)``: the label and
+  the full rationale (``[rationale]`` prompt, up to the run's ``max_rationale_tokens``),
+  what a user asking for an explanation gets; and the same one at a time on the first
+  ``--single-rationale`` examples (default 8: it is the slowest row);
+- scoring, batched (closed label sets only: CQA's five choices, the NLI labels):
+  ``Student.choose``: each candidate's log-likelihood after the ``[label]`` prompt,
+  all candidates of an example in one forward pass (``stepdistill/candidates.py``);
+- with ``--autocast-rows``, label-only again with fp32 weights under bf16 autocast
+  (how ``Student`` ran before it cast its weights to bf16).
+
+and prints examples/s, the ratios against the rationale and batch-1 baselines measured
+in the same run, the tokens written per example, the accuracy of each method and the
+machine. A warm-up call on two examples precedes the timings; each method is timed
+once.
+
+    nice -n 19 .venv/bin/python benchmarks/inference.py --run-dir svamp=runs/svamp-dss-...
+    nice -n 19 .venv/bin/python benchmarks/inference.py --tasks cqa --limit 32
+
+``--run-dir [TASK=]RUN`` (repeatable) gives a task its trained student (the model in
+``RUN/model``); a task without one uses ``--student`` (default the built-in base
+``smollm2-135m``, untrained on the task: its accuracy is then meaningless and is
+labelled so, and its labels and rationales are not as long as a trained student's).
+``--limit`` defaults to 64 examples per task; the default invocation (two tasks) took
+under 4 minutes on a 2-core CPU, most of it in batch-1 and rationale decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TASKS = "svamp,cqa"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:  # not Linux: platform.processor() is what there is
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "bf16_isa": sorted(f for f in flags if f in {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def run_dirs(values: list[str]) -> dict[str, Path]:
+    """``TASK=PATH`` or a bare run folder (its task read from its config)."""
+    from stepdistill.run_folder import load_run
+
+    found: dict[str, Path] = {}
+    for value in values:
+        if "=" in value:
+            task, path = value.split("=", 1)
+        else:
+            path, task = value, load_run(value).config.task
+        found[task] = Path(path)
+    return found
+
+
+def load(task_name: str, run_dir: Path | None, student_name: str, bf16: bool, batch_size: int) -> tuple[Any, list[Any], str]:
+    """(student, test examples, description) for one task."""
+    from stepdistill.data import load_splits
+    from stepdistill.run_folder import load_run
+    from stepdistill.student import Student
+    from stepdistill.students import load_student
+    from stepdistill.tasks import load_task
+
+    if run_dir is not None:
+        run = load_run(run_dir)
+        student = Student.load(run_dir, bf16=bf16, batch_size=batch_size)
+        examples = load_splits(run.task, run.config.data_dir)["test"]
+        return student, examples, f"trained run {run_dir} ({run.config.student}, {run.config.mode})"
+    task = load_task(task_name)
+    model, tokenizer = load_student(student_name)
+    # The run-less student gets the library's defaults (256 input, 128 rationale tokens).
+    student = Student(model, tokenizer, task, name=student_name, mode="dss", is_run=True, batch_size=batch_size, bf16=bf16)
+    return student, load_splits(task)["test"], f"UNTRAINED base student {student_name}: accuracy meaningless"
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
+
+
+def generated_tokens(student: Any, predictions: list[Any]) -> float:
+    """Mean tokens written per example (labels, rationales, each + its end token),
+    counted by re-encoding the decoded text: close to, not exactly, what was decoded."""
+    total = 0
+    for p in predictions:
+        total += student.count_tokens(p.raw) + 1
+        if p.rationale is not None:
+            total += student.count_tokens(p.rationale) + 1
+    return total / max(1, len(predictions))
+
+
+def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    from stepdistill.data import DataError
+    from stepdistill.metrics import is_correct
+
+    student, examples, described = load(task_name, run_dir, args.student, args.bf16, args.batch_size)
+    examples = [e for e in examples if e.label is not None][: args.limit]
+    texts = [e.input for e in examples]
+    try:
+        candidates = [student.candidates(e.record) for e in examples]
+    except DataError:
+        candidates = None  # free-text labels (SVAMP's equations): nothing to score
+    student.predict(texts[:2])  # warm-up: first-call allocations and kernel choices
+    if candidates:
+        student.choose(texts[:2], candidates[:2])
+    batch_size = student.batch_size
+    rows: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, batch: int, count: int, call: Any, writes: bool = True) -> None:
+        student.batch_size = batch
+        started = time.perf_counter()
+        predictions = call(texts[:count])
+        seconds = time.perf_counter() - started
+        student.batch_size = batch_size
+        correct = sum(is_correct(student.task, p.label, e.label) for p, e in zip(predictions, examples, strict=False))
+        rows[name] = {"batch": batch, "examples": count, "seconds": seconds, "examples_per_second": count / seconds,
+                      "accuracy": correct / count, "tokens_per_example": generated_tokens(student, predictions) if writes else None}
+        print(f"  {name:<40} {count:4d} examples {seconds:7.1f} s  {count / seconds:7.2f} examples/s", flush=True)
+
+    print(f"{task_name}: {described}", flush=True)
+    n = len(examples)
+    run("label", batch_size, n, student.predict)
+    if candidates:
+        run(f"scoring ({args.reduce})", batch_size, n, lambda t: student.choose(t, candidates[: len(t)], reduce=args.reduce), writes=False)
+    run("label, batch 1", 1, n, student.predict)
+    run("rationale + label", batch_size, n, lambda t: student.predict(t, rationale=True))
+    if args.single_rationale:
+        run("rationale + label, batch 1", 1, min(n, args.single_rationale), lambda t: student.predict(t, rationale=True))
+    if args.autocast_rows and student.bf16:
+        import torch
+
+        from stepdistill.student import cast_parameters
+
+        # The library before bf16 weights: fp32 weights under bf16 autocast.
+        cast_parameters(student.model, torch.float32)
+        student.predict(texts[:2])
+        run("label, fp32 weights + autocast", batch_size, n, student.predict)
+        run("label, batch 1, fp32 weights + autocast", 1, n, student.predict)
+        cast_parameters(student.model, torch.bfloat16)
+    return {"task": task_name, "student": described, "untrained": run_dir is None,
+            "max_rationale_tokens": student.max_rationale_tokens, "max_label_tokens": student.task.max_label_tokens,
+            "methods": rows}
+
+
+def table(result: dict[str, Any]) -> str:
+    methods = result["methods"]
+    rationale = methods["rationale + label"]["examples_per_second"]
+    single = methods["label, batch 1"]["examples_per_second"]
+    accuracy_head = "accuracy (untrained: meaningless)" if result["untrained"] else "accuracy"
+    lines = [
+        f"{result['task']}: {result['student']} (label budget {result['max_label_tokens']}, "
+        f"rationale budget {result['max_rationale_tokens']} tokens)",
+        "",
+        f"| method | batch | examples | examples/s | × rationale + label | × label batch 1 | tokens written / example | {accuracy_head} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in methods.items():
+        speed = row["examples_per_second"]
+        tokens = "—" if row["tokens_per_example"] is None else f"{row['tokens_per_example']:.1f}"
+        lines.append(
+            f"| {name} | {row['batch']} | {row['examples']} | {speed:.2f} | {speed / rationale:.1f}× | {speed / single:.1f}× | "
+            f"{tokens} | {100 * row['accuracy']:.1f}% |"
+        )
+    if "rationale + label, batch 1" in methods:
+        ratio = single / methods["rationale + label, batch 1"]["examples_per_second"]
+        lines += ["", f"one at a time: label {ratio:.1f}× faster than rationale + label"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated task names (default {DEFAULT_TASKS})")
+    parser.add_argument("--run-dir", action="append", default=[], metavar="[TASK=]RUN",
+                        help="a trained run folder for a task (repeatable); its model is RUN/model")
+    parser.add_argument("--student", default="smollm2-135m",
+                        help="student for tasks without --run-dir (untrained: accuracy meaningless)")
+    parser.add_argument("--limit", type=int, default=64, help="test examples per task, the same for every method (default 64)")
+    parser.add_argument("--single-rationale", type=int, default=8, metavar="N",
+                        help="also time rationale + label one at a time on the first N examples (default 8; 0: skip)")
+    parser.add_argument("--autocast-rows", action="store_true",
+                        help="also time label-only with fp32 weights under bf16 autocast (the library before bf16 weights)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of the batched methods (default 32)")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 compute (default: bf16)")
+    parser.add_argument("--reduce", choices=("sum", "mean"), default="sum", help="candidate score: sum or mean token log-prob")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = run_dirs(args.run_dir)
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, bf16 ISA {info['bf16_isa'] or 'none'}; torch {info['torch']}, "
+          f"transformers {info['transformers']}, {info['threads']} threads; bf16 {'on' if args.bf16 else 'off'}", flush=True)
+    started = time.perf_counter()
+    results = [bench_task(name, runs.get(name), args) for name in args.tasks.split(",")]
+    print()
+    for result in results:
+        print(table(result))
+        print()
+    print(f"total {time.perf_counter() - started:.0f} s")
+    report = {"machine": info, "bf16": args.bf16, "limit": args.limit, "batch_size": args.batch_size, "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
