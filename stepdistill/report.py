@@ -41,6 +41,15 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, se
 
 
+def cell_text(cell: dict[str, Any] | None) -> str:
+    """``mean ± se (n=k)``; one seed has no standard error, so none is shown."""
+    if cell is None:
+        return ""
+    if cell["n"] < 2:
+        return f"{cell['mean']:.1f} (n=1)"
+    return f"{cell['mean']:.1f} ± {cell['se']:.1f} (n={cell['n']})"
+
+
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], dict[str, Any]]]:
     """task -> (variant, fraction) -> {mean, se, n} of test accuracy (in %)."""
     groups: dict[str, dict[tuple[str, float], list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -84,7 +93,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
             cells_text = []
             for fraction in fractions:
                 cell = cells.get((name, fraction))
-                cells_text.append("" if cell is None else f"{cell['mean']:.1f} ± {cell['se']:.1f} (n={cell['n']})")
+                cells_text.append(cell_text(cell))
             lines.append(f"| {MODE_NAMES.get(name, name)} | " + " | ".join(cells_text) + " |")
         lines.append("")
         for png in plot_task(task, cells, teacher, output):

@@ -96,3 +96,11 @@ def test_report_tables_and_plots(tmp_path):
 
         image = Image.open(png)
         assert image.size[0] >= 600 and len(image.convert("L").getcolors(maxcolors=100_000)) > 20  # not blank
+
+
+def test_one_seed_shows_no_standard_error():
+    from stepdistill.report import cell_text
+
+    assert cell_text({"mean": 12.5, "se": 0.0, "n": 1}) == "12.5 (n=1)"
+    assert cell_text({"mean": 47.25, "se": 0.61, "n": 3}) == "47.2 ± 0.6 (n=3)"
+    assert cell_text(None) == ""
