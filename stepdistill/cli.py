@@ -25,6 +25,11 @@ def _quiet_libraries() -> None:
         pass
 
 
+def metavar(hint: Any) -> str:
+    """``str`` / ``int | None`` rather than ``<class 'str'>`` in --help."""
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def add_config_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """One flag per TrainConfig field (typed, documented), plus --config and key=value."""
     docs = field_docs(TrainConfig)
@@ -32,7 +37,7 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] |
     for name, hint in hints.items():
         default = (defaults or {}).get(name, TrainConfig.__dataclass_fields__[name].default)
         help_text = f"{docs.get(name, '')} (default: {default})"
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=str(hint).replace("typing.", ""), help=help_text)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=metavar(hint), help=help_text)
     parser.add_argument("--config", help="YAML file of config values (flags and key=value override it)")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides, e.g. epochs=3")
 
