@@ -47,3 +47,20 @@ def running_server(student: Student, settings: ServeSettings | None = None) -> I
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def wait_until_healthy(url: str, process: Any, timeout: float = 120) -> str | None:
+    """Poll ``url``/health until it answers 200; the server's output if its process died
+    or ``timeout`` passed first (None when it is up)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return None
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            return process.stdout.read() if process.stdout else ""
+        time.sleep(0.2)

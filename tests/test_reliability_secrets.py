@@ -29,6 +29,7 @@ from reliability_helpers import (
     output_of,
     start_cli,
 )
+from serve_helpers import wait_until_healthy
 from teacher_helpers import toy_answer
 
 
@@ -130,15 +131,7 @@ def test_api_key_appears_in_no_file_log_or_error(tiny_causal, tmp_path):
     base = f"http://127.0.0.1:{port}"
     replies = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, output_of(process)
-            time.sleep(0.2)
+        assert wait_until_healthy(base, process) is None, output_of(process)
         bearer = {"Authorization": f"Bearer {key}"}
         attempts = [
             ("/v1/predict", {"inputs": ["Is 3 even?"]}, bearer, 200),

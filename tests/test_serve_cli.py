@@ -6,10 +6,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+from serve_helpers import wait_until_healthy
 from tiny_run import make_run
 
 
@@ -29,16 +29,9 @@ def test_serve_command_with_the_key_from_the_environment(tiny_causal, tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {process.stdout.read() if process.stdout else ''}")
-            time.sleep(0.2)
+        failure = wait_until_healthy(url, process)
+        if failure is not None:
+            pytest.fail(f"server did not start: {failure}")
         assert httpx.get(f"{url}/v1/models").status_code == 401
         models = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer env-key"}).json()
         assert models["data"][0]["id"] == "tiny"
