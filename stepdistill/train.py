@@ -329,11 +329,10 @@ class MasterWeights:
             # Frozen weights (LoRA's base model) keep an fp32 copy too: the saved model must
             # not carry them rounded to bf16.
             self.frozen = {name: p.detach().float().clone() for name, p in model.named_parameters() if not p.requires_grad}
-            # Parameters only, not model.to(bfloat16): that also rounds float buffers such
-            # as the rotary inverse frequencies (0.1 becomes 0.1001), which are not saved,
-            # so the model trained and tested would differ from the one reloaded.
-            for p in model.parameters():
-                p.data = p.data.to(torch.bfloat16)
+            # Parameters only (not the rotary buffers), as the Student does at inference.
+            from .student import cast_parameters
+
+            cast_parameters(model, torch.bfloat16)
         else:
             self.master = [p for _, p in self.named]
 
