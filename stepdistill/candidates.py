@@ -33,7 +33,7 @@ def score_candidates(
     max_input_tokens: int = 256,
     max_label_tokens: int = 64,
     batch_size: int = 32,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> list[list[float]]:
     """Log-likelihood of each candidate label of each formatted input, in order.
 

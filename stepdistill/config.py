@@ -97,9 +97,10 @@ class TrainConfig:
     """Modules that get LoRA adapters: comma-separated names (e.g. q_proj,v_proj), or
     all-linear (every linear layer but the output head)."""
     seed: int = 0
-    bf16: bool = True
-    """Compute in bf16 (much faster on CPUs with bf16 instructions); the optimizer keeps
-    fp32 master weights and the saved model is fp32."""
+    bf16: bool | None = None
+    """Compute in bf16 with fp32 master weights (the saved model is fp32). Default (null):
+    bf16 where the hardware has native bf16 (AVX512-BF16/AMX CPUs, recent GPUs; ~4x
+    faster there), fp32 elsewhere (emulated bf16 is far slower). true/false force it."""
     threads: int | None = None
     """torch intra-op threads (default: all cores)."""
     output_dir: str = "runs"

@@ -16,10 +16,13 @@ from .metrics import is_correct
 from .tasks import Task, normalize_label
 
 
-def autocast(enabled: bool) -> Any:
+def autocast(enabled: bool | None) -> Any:
+    """bf16 autocast when ``enabled`` (None: when the CPU computes bf16 natively)."""
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+    from .precision import use_bf16
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(enabled) else contextlib.nullcontext()
 
 
 def generate(
@@ -28,7 +31,7 @@ def generate(
     prompts: list[list[int]],
     max_new_tokens: int,
     batch_size: int = 32,
-    bf16: bool = True,
+    bf16: bool | None = None,
     desc: str | None = None,
     strip: bool = True,
 ) -> list[str]:
@@ -84,7 +87,7 @@ def predict(
     max_input_tokens: int = 256,
     max_rationale_tokens: int = 128,
     batch_size: int = 32,
-    bf16: bool = True,
+    bf16: bool | None = None,
     desc: str | None = None,
 ) -> list[dict[str, Any]]:
     """Labels (and rationales when asked) for formatted task inputs."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .encode import RATIONALE_INPUT_MARKER, SINGLE_ANSWER_MARKER
+from .precision import use_bf16
 from .tasks import Task, normalize_label, task_from_dict
 
 TaskInput = str | dict[str, Any]
@@ -92,7 +93,8 @@ class Student:
         """Load a run folder (``config.yaml`` + ``model/``), a run's ``model/`` folder,
         or any Hugging Face causal / seq2seq model folder.
 
-        ``bf16`` defaults to the run's setting (off for a bare model folder); ``threads``
+        ``bf16`` defaults to bf16 where the hardware has it, unless the run turned it
+        off (off for a bare model folder); ``threads``
         sets torch's intra-op threads (default: torch's own choice).
         """
         from .run_folder import load_run
@@ -118,7 +120,7 @@ class Student:
         return cls(
             model, tokenizer, run.task, name=run_dir.resolve().name, mode=config.mode, is_run=True,
             max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
-            batch_size=batch_size or config.eval_batch_size, bf16=config.bf16 if bf16 is None else bf16,
+            batch_size=batch_size or config.eval_batch_size, bf16=use_bf16(bf16 if bf16 is not None else (False if config.bf16 is False else None)),
         )
 
     @property

@@ -46,6 +46,7 @@ from .encode import (
 from .evaluate import predict, score
 from .io import new_run_dir, read_jsonl, write_json, write_jsonl
 from .parallel import Processes, shard
+from .precision import use_bf16
 from .run_folder import save_run_files
 from .tasks import Task, load_task
 
@@ -463,13 +464,13 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def evaluate_split(model: Any, tokenizer: Any, task: Task, config: TrainConfig, examples: list[Example], processes: Processes,
-                   desc: str | None = None) -> tuple[float, list[dict[str, Any]]]:
+                   bf16: bool, desc: str | None = None) -> tuple[float, list[dict[str, Any]]]:
     """Accuracy and scored rows on a split. Under a multi-process launch each process
     generates for its slice of the examples and every process gets all the predictions
     (so all agree on the best step and on early stopping)."""
     mine = processes.share([e.input for e in examples])
     predictions = predict(model, tokenizer, task, list(mine), config.mode, max_input_tokens=config.max_input_tokens,
-                          max_rationale_tokens=config.max_rationale_tokens, batch_size=config.eval_batch_size, bf16=config.bf16,
+                          max_rationale_tokens=config.max_rationale_tokens, batch_size=config.eval_batch_size, bf16=bf16,
                           desc=desc)
     return score(task, examples, processes.gather(predictions))
 
@@ -533,7 +534,8 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
     checkpoint_every = config.checkpoint_every or eval_every
-    weights = MasterWeights(model, config.bf16)
+    bf16 = use_bf16(config.bf16)  # null: bf16 only where the hardware has it
+    weights = MasterWeights(model, bf16)
     optimizer = torch.optim.AdamW(weights.master, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = round(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -597,7 +599,7 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{state['real_tokens'] / max(state['train_seconds'], 1e-9):.0f}")
 
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
-            accuracy, _ = evaluate_split(model, tokenizer, task, config, valid, processes)
+            accuracy, _ = evaluate_split(model, tokenizer, task, config, valid, processes, bf16)
             state["history"].append({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "valid_accuracy": accuracy})
             if not quiet:
                 tqdm.write(f"step {step + 1}: valid accuracy {accuracy:.4f}")
@@ -631,7 +633,7 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
     # The test set is evaluated once, with the best-on-validation weights.
-    test_accuracy, test_rows = evaluate_split(model, tokenizer, task, config, test, processes, desc=None if quiet else "test")
+    test_accuracy, test_rows = evaluate_split(model, tokenizer, task, config, test, processes, bf16, desc=None if quiet else "test")
     metrics = {
         "task": task.name,
         "mode": config.mode,
@@ -648,6 +650,7 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         "test_examples": len(test),
         "train_seconds": round(train_seconds, 1),
         "tokens_per_second": round(real_tokens / max(train_seconds, 1e-9), 1),
+        "bf16": bf16,
         "wall_seconds": round(time.time() - started, 1),
         "run_dir": str(run_dir),
         **({"stopped_early": True} if stopped_early else {}),

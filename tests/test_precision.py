@@ -1,0 +1,45 @@
+"""bf16 by default only where the hardware computes it: emulated bf16 (an AVX2-only CPU)
+ran a training step hundreds of times slower than fp32."""
+
+import json
+import warnings
+
+import pytest
+
+import stepdistill.precision as precision
+from stepdistill.cli import main
+from stepdistill.config import make_config
+
+
+@pytest.fixture(params=[True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def hardware(request, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_supported", lambda device="cpu": request.param)
+    return request.param
+
+
+def test_default_follows_the_hardware_and_an_explicit_choice_wins(hardware):
+    assert make_config({}).bf16 is None
+    assert precision.use_bf16(None) is hardware
+    assert precision.use_bf16(False) is False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert precision.use_bf16(True) is True
+    assert bool(caught) is (not hardware)  # forcing bf16 without hardware support warns
+    if caught:
+        assert "no native bf16" in str(caught[0].message)
+
+
+def test_bf16_supported_answers_for_this_machine():
+    assert isinstance(precision.bf16_supported(), bool)
+
+
+def test_a_training_run_records_the_precision_it_used(hardware, tiny_causal, data_dir, tmp_path):
+    from stepdistill.annotate import annotate
+
+    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
+    arguments = ["train", "--task", "svamp", "--mode", "dss", "--student", str(tiny_causal), "--annotations",
+                 str(tmp_path / "annotations"), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"),
+                 "--run-name", "run", "--max-steps", "1", "--batch-size", "2", "--train-limit", "2", "--eval-limit", "2"]
+    assert main(arguments) == 0
+    metrics = json.loads((tmp_path / "runs" / "run" / "metrics.json").read_text())
+    assert metrics["bf16"] is hardware
