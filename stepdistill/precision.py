@@ -2,7 +2,7 @@
 
 bf16 is ~4x faster than fp32 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on
 recent GPUs, but a CPU without them (e.g. an AVX2-only EPYC) emulates it: there a bf16
-matmul ran ~200x *slower* than fp32 (``benchmarks/precision.py``). ``bf16: null``
+matmul ran over 100x *slower* than fp32 (``python benchmarks/precision.py``). ``bf16: null``
 (the default) therefore means "bf16 if supported"; true or false force it.
 """
 
