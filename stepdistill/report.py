@@ -1,7 +1,9 @@
 """Report: read only a sweep's results file; write a markdown report with tables and plots.
 
 Tables: per task, mean ± standard error over seeds for each mode and training fraction.
-Plots (PNG): accuracy vs training-data fraction, DSS against standard fine-tuning and
+Then each of the paper's claims as a difference paired by seed (DSS − standard, DSS −
+single-task, DSS − distillation with teacher labels) and the least data with which DSS
+matches standard fine-tuning on all of it. Plots (PNG): accuracy vs training-data fraction, DSS against standard fine-tuning and
 against standard distillation (the paper's Figures 4 and 5), and a mode ablation bar
 chart at the largest fraction (its Table 2), with the teacher's accuracy as a line.
 """
@@ -66,6 +68,51 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], d
     return result
 
 
+COMPARISONS = (("dss", "standard"), ("dss", "single"), ("dss-teacher", "distill"))
+"""The paper's claims as pairs: DSS against standard fine-tuning, against single-task
+training, and (teacher labels only) against standard distillation."""
+
+
+def paired_differences(rows: list[dict[str, Any]], task: str, better: str, baseline: str) -> dict[float, dict[str, Any]]:
+    """fraction -> A − B test accuracy (points), paired by seed: mean, se, n, wins."""
+    runs: dict[tuple[str, float, int], float] = {}
+    for row in rows:
+        if row["task"] == task and row.get("test_accuracy") is not None:
+            runs[(variant(row), float(row["train_fraction"]), int(row["seed"]))] = 100 * float(row["test_accuracy"])
+    result: dict[float, dict[str, Any]] = {}
+    for fraction in sorted({f for _, f, _ in runs}):
+        seeds = sorted(s for name, f, s in runs if name == better and f == fraction and (baseline, f, s) in runs)
+        if not seeds:
+            continue
+        differences = [runs[(better, fraction, s)] - runs[(baseline, fraction, s)] for s in seeds]
+        mean, se = mean_se(differences)
+        result[fraction] = {"mean": mean, "se": se, "n": len(seeds), "wins": sum(d > 0 for d in differences)}
+    return result
+
+
+def comparison_lines(rows: list[dict[str, Any]], task: str, cells: dict[tuple[str, float], dict[str, Any]]) -> list[str]:
+    """Markdown: each claim's paired difference, and the data needed to match standard
+    fine-tuning on all the data."""
+    lines: list[str] = []
+    for better, baseline in COMPARISONS:
+        for fraction, d in paired_differences(rows, task, better, baseline).items():
+            spread = f" ± {d['se']:.1f}" if d["n"] > 1 else ""
+            lines.append(f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% | {d['mean']:+.1f}{spread} "
+                         f"| {d['wins']} of {d['n']} |")
+    if lines:
+        lines = ["Paired by seed (same seed, same data): difference in test accuracy, points; mean ± standard "
+                 "error over seeds, and in how many seeds the first was higher.", "",
+                 "| comparison | data | difference | first higher |", "|---|---|---|---|", *lines, ""]
+    fractions = sorted({f for _, f in cells})
+    if fractions and ("standard", fractions[-1]) in cells and len(fractions) > 1:
+        target = cells[("standard", fractions[-1])]["mean"]
+        enough = [f for f in fractions if ("dss", f) in cells and cells[("dss", f)]["mean"] >= target]
+        found = f"with {100 * enough[0]:g}% of the data" if enough else "at none of the fractions run"
+        lines += [f"Standard fine-tuning on {100 * fractions[-1]:g}% of the data: {target:.1f}%. "
+                  f"Distilling step-by-step matches or beats that mean {found}.", ""]
+    return lines
+
+
 def teacher_line(rows: list[dict[str, Any]], task: str) -> float | None:
     values = [r["teacher_test_accuracy"] for r in rows if r["task"] == task and r.get("teacher_test_accuracy") is not None]
     return 100 * statistics.fmean(values) if values else None
@@ -96,6 +143,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
                 cells_text.append(cell_text(cell))
             lines.append(f"| {MODE_NAMES.get(name, name)} | " + " | ".join(cells_text) + " |")
         lines.append("")
+        lines += comparison_lines(rows, task, cells)
         for png in plot_task(task, cells, teacher, output):
             lines += [f"![{png.stem}]({png.name})", ""]
     path = output / "report.md"

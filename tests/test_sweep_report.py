@@ -88,6 +88,11 @@ def test_report_tables_and_plots(tmp_path):
     text = path.read_text()
     assert "| distilling step-by-step | 47.2 ± 0.6 (n=3)" in text
     assert "Teacher (few-shot CoT) test accuracy: 77.5%" in text
+    # dss (45 + 10f + seed) − standard (40 + 10f + seed) = +5 in every seed; single is 41.
+    assert "| distilling step-by-step − standard fine-tuning (gold) | 100% | +5.0 ± 0.0 | 3 of 3 |" in text
+    assert "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |" in text
+    # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
+    assert "Standard fine-tuning on 100% of the data: 51.0%. Distilling step-by-step matches or beats that mean with 50% of the data." in text
     for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
         png = path.parent / name
         assert png.is_file() and png.stat().st_size > 10_000, name
@@ -96,6 +101,16 @@ def test_report_tables_and_plots(tmp_path):
 
         image = Image.open(png)
         assert image.size[0] >= 600 and len(image.convert("L").getcolors(maxcolors=100_000)) > 20  # not blank
+
+
+def test_paired_differences_pair_runs_by_seed():
+    from stepdistill.report import paired_differences
+
+    rows = [{"task": "svamp", "mode": m, "train_fraction": 1.0, "seed": seed, "test_accuracy": acc}
+            for m, seed, acc in (("dss", 0, 0.50), ("standard", 0, 0.52), ("dss", 1, 0.60), ("standard", 1, 0.55),
+                                 ("dss", 2, 0.70))]  # seed 2 has no standard run: not paired
+    d = paired_differences(rows, "svamp", "dss", "standard")[1.0]
+    assert d["n"] == 2 and d["wins"] == 1 and d["mean"] == pytest.approx(1.5) and d["se"] == pytest.approx(3.5)
 
 
 def test_one_seed_shows_no_standard_error():
