@@ -146,6 +146,15 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines += comparison_lines(rows, task, cells)
         for png in plot_task(task, cells, teacher, output):
             lines += [f"![{png.stem}]({png.name})", ""]
+    lines += ["## Every run", "", "| run | valid % | test % | best step / steps | minutes |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        def percent(value: Any) -> str:
+            return f"{100 * float(value):.1f}" if value is not None else ""
+
+        minutes = f"{float(row['wall_seconds']) / 60:.1f}" if row.get("wall_seconds") is not None else ""
+        lines.append(f"| {row.get('run_id', '')} | {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
+                     f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} |")
+    lines.append("")
     path = output / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
