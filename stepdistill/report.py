@@ -68,6 +68,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], d
     return result
 
 
+PRECISION = {True: "bf16", False: "fp32"}
+
 COMPARISONS = (("dss", "standard"), ("dss", "single"), ("dss-teacher", "distill"))
 """The paper's claims as pairs: DSS against standard fine-tuning, against single-task
 training, and (teacher labels only) against standard distillation."""
@@ -146,14 +148,14 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines += comparison_lines(rows, task, cells)
         for png in plot_task(task, cells, teacher, output):
             lines += [f"![{png.stem}]({png.name})", ""]
-    lines += ["## Every run", "", "| run | valid % | test % | best step / steps | minutes |", "|---|---:|---:|---:|---:|"]
+    lines += ["## Every run", "", "| run | valid % | test % | best step / steps | minutes | precision |", "|---|---:|---:|---:|---:|---|"]
     for row in rows:
         def percent(value: Any) -> str:
             return f"{100 * float(value):.1f}" if value is not None else ""
 
         minutes = f"{float(row['wall_seconds']) / 60:.1f}" if row.get("wall_seconds") is not None else ""
         lines.append(f"| {row.get('run_id', '')} | {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
-                     f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} |")
+                     f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} | {PRECISION.get(row.get('bf16'), '')} |")
     lines.append("")
     path = output / "report.md"
     atomic_write_text(path, "\n".join(lines))

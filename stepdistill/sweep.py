@@ -163,6 +163,7 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
             "best_step": metrics["best_step"],
             "run_dir": metrics["run_dir"],
             "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
+            "bf16": metrics.get("bf16"),  # the precision the run trained in (depends on the hardware)
         }
         append_result(results_path, row)
     return read_results(results_path)

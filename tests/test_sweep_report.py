@@ -40,7 +40,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
         if len(trained) == 3:
             raise KeyboardInterrupt  # a sweep killed during its third run
         return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
-                "best_step": 1, "run_dir": "x"}
+                "best_step": 1, "run_dir": "x", "bf16": False}
 
     monkeypatch.setattr("stepdistill.train.train", fake_train)
     monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
@@ -54,6 +54,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
     rows = sweep(path)
     assert trained == ["svamp-dss-f1-smollm2-135m-s0", "svamp-dss-f1-smollm2-135m-s1"]
     assert len(rows) == 4 and len({r["run_id"] for r in rows}) == 4
+    assert all(r["bf16"] is False for r in rows)  # the precision each run trained in
     trained.clear()
     sweep(path)
     assert trained == []
@@ -93,7 +94,7 @@ def test_report_tables_and_plots(tmp_path):
     assert "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |" in text
     # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
     assert "Standard fine-tuning on 100% of the data: 51.0%. Distilling step-by-step matches or beats that mean with 50% of the data." in text
-    assert "| dss-1.0-2 |  | 57.0 |" in text  # every run listed (this one has no valid accuracy)
+    assert "| dss-1.0-2 |  | 57.0 |  /  |  |  |" in text  # every run listed (these have no valid accuracy, steps, ...)
     for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
         png = path.parent / name
         assert png.is_file() and png.stat().st_size > 10_000, name
