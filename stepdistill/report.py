@@ -3,9 +3,10 @@
 Tables: per task, mean ± standard error over seeds for each mode and training fraction.
 Then each of the paper's claims as a difference paired by seed (DSS − standard, DSS −
 single-task, DSS − distillation with teacher labels) and the least data with which DSS
-matches standard fine-tuning on all of it. Plots (PNG): accuracy vs training-data fraction, DSS against standard fine-tuning and
-against standard distillation (the paper's Figures 4 and 5), and a mode ablation bar
-chart at the largest fraction (its Table 2), with the teacher's accuracy as a line.
+matches standard fine-tuning on all of it. Plots (PNG): accuracy vs training-data
+fraction, DSS against standard fine-tuning and against standard distillation (the
+paper's Figures 4 and 5), and a mode ablation bar chart at the largest fraction (its
+Table 2), with the teacher's accuracy as a line.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def comparison_lines(rows: list[dict[str, Any]], task: str, cells: dict[tuple[st
     return lines
 
 
+def percent(value: Any) -> str:
+    """An accuracy in [0, 1] as a percentage with one decimal ("" when missing)."""
+    return f"{100 * float(value):.1f}" if value is not None else ""
+
+
 def teacher_line(rows: list[dict[str, Any]], task: str) -> float | None:
     values = [r["teacher_test_accuracy"] for r in rows if r["task"] == task and r.get("teacher_test_accuracy") is not None]
     return 100 * statistics.fmean(values) if values else None
@@ -150,9 +156,6 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
             lines += [f"![{png.stem}]({png.name})", ""]
     lines += ["## Every run", "", "| run | valid % | test % | best step / steps | minutes | precision |", "|---|---:|---:|---:|---:|---|"]
     for row in rows:
-        def percent(value: Any) -> str:
-            return f"{100 * float(value):.1f}" if value is not None else ""
-
         minutes = f"{float(row['wall_seconds']) / 60:.1f}" if row.get("wall_seconds") is not None else ""
         lines.append(f"| {row.get('run_id', '')} | {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
                      f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} | {PRECISION.get(row.get('bf16'), '')} |")
