@@ -75,6 +75,10 @@ class TrainConfig:
     """Use at most this many training examples (after train_fraction)."""
     eval_limit: int | None = None
     """Evaluate on at most this many validation / test examples (for quick checks)."""
+    valid_limit: int | None = None
+    """Validate on at most this many validation examples (the first of the split's fixed
+    random order); the test set stays whole. For large validation splits (CQA: ~970)
+    where evaluating all of them after every epoch would cost more than the training."""
     evals_per_epoch: int = 1
     """Validation evaluations per epoch; the best-on-validation weights are kept."""
     eval_batch_size: int = 32
@@ -122,6 +126,9 @@ class TrainConfig:
             raise ConfigError("batch_size >= 1, learning_rate > 0 and rationale_weight >= 0 are required")
         if self.max_steps is None and self.epochs <= 0:
             raise ConfigError("epochs must be > 0 (or set max_steps)")
+        for name in ("train_limit", "eval_limit", "valid_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null: no limit)")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0: off)")
         if self.lora_rank < 0 or (self.lora_rank and self.lora_alpha <= 0):

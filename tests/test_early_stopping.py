@@ -1,5 +1,6 @@
-"""early_stopping_patience: training stops after that many validation evaluations in a
-row without a better accuracy, and keeps the best weights."""
+"""Validation during training: early_stopping_patience stops after that many validation
+evaluations in a row without a better accuracy (keeping the best weights); valid_limit
+validates on a fixed subset."""
 
 import json
 
@@ -55,3 +56,25 @@ def test_training_stops_after_patience_evaluations_without_improvement(
 def test_patience_cannot_be_negative():
     with pytest.raises(ConfigError, match="early_stopping_patience"):
         make_config({"early_stopping_patience": -1})
+
+
+def test_valid_limit_caps_validation_and_keeps_the_test_set_whole(monkeypatch, tiny_causal, annotations, data_dir, tmp_path):
+    seen = {}
+
+    def evaluate_split(model, tokenizer, task, config, examples, *args, **kwargs):
+        seen.setdefault(examples[0].split, set()).add(tuple(e.id for e in examples))
+        return 0.0, []
+
+    monkeypatch.setattr(train_module, "evaluate_split", evaluate_split)
+    arguments = ["train", "--task", "svamp", "--mode", "standard", "--student", str(tiny_causal), "--annotations", str(annotations),
+                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--run-name", "run", "--max-steps", "2",
+                 "--batch-size", "2", "--train-limit", "4", "--evals-per-epoch", "2", "--valid-limit", "5"]
+    assert main(arguments) == 0
+    (valid,) = seen["valid"]  # the same five examples at every evaluation
+    assert len(valid) == 5 and len(next(iter(seen["test"]))) == 200  # SVAMP's whole test split
+
+
+@pytest.mark.parametrize("name", ["valid_limit", "train_limit", "eval_limit"])
+def test_limits_must_be_positive(name):
+    with pytest.raises(ConfigError, match=name):
+        make_config({name: 0})
