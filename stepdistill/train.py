@@ -512,9 +512,9 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     items, skipped = training_examples(config, pool + extra, annotations, task)
     if not items:
         raise ValueError(f"no training examples for mode {config.mode} (skipped: {skipped})")
-    valid_limits = [n for n in (config.eval_limit, config.valid_limit) if n]
-    valid = splits["valid"][: min(valid_limits)] if valid_limits else splits["valid"]
-    test = splits["test"][: config.eval_limit] if config.eval_limit else splits["test"]
+    # Limits are None (no limit) or >= 1 (the config checks), so they slice directly.
+    valid = splits["valid"][: min(filter(None, (config.eval_limit, config.valid_limit)), default=None)]
+    test = splits["test"][: config.eval_limit]
     if config.mode == "rationale-input":  # evaluation inputs carry the teacher's rationale too
         with processes.main_first():
             valid, test = (evaluation_inputs(config, task, examples, split) for examples, split in ((valid, "valid"), (test, "test")))
