@@ -123,6 +123,36 @@ def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
     return found
 
 
+UNSTARTED = {"config.yaml", "task.yaml"}
+
+
+def remove_unstarted(config: TrainConfig) -> list[Path]:
+    """Delete earlier folders of this grid point, same config, that hold only the files
+    written before training (killed before the first checkpoint: nothing to resume), so
+    the rerun takes the run's own name instead of a new ``-2``, ``-3`` folder."""
+    from .run_folder import load_run
+
+    runs = Path(config.output_dir)
+    name = config.run_name or ""
+    removed = []
+    for folder in [runs / name, *runs.glob(f"{name}-*")]:
+        suffix = folder.name[len(name) :]
+        if not folder.is_dir() or (suffix and not suffix[1:].isdigit()):
+            continue
+        if {entry.name for entry in folder.iterdir()} != UNSTARTED:
+            continue
+        try:
+            if load_run(folder).config.to_dict() != config.to_dict():
+                continue
+        except (OSError, ValueError, TypeError, yaml.YAMLError):
+            continue
+        for entry in UNSTARTED:
+            (folder / entry).unlink()
+        folder.rmdir()
+        removed.append(folder)
+    return removed
+
+
 def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
     """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows.
 
@@ -150,6 +180,7 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
         elif left == "checkpoint":
             metrics = train(config, resume=folder)
         else:
+            remove_unstarted(config)
             metrics = train(config)
         row = {
             "run_id": config.run_name,

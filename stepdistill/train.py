@@ -667,6 +667,7 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
 
         for leftover in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
             shutil.rmtree(run_dir / leftover, ignore_errors=True)
-        (run_dir / "best-weights.pt").unlink(missing_ok=True)
+        for leftover_file in ("best-weights.pt", "best-weights.pt.tmp"):  # .tmp: left by a kill mid-save
+            (run_dir / leftover_file).unlink(missing_ok=True)
     processes.barrier()  # the others return once the run folder is complete
     return metrics

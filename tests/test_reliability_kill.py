@@ -95,7 +95,9 @@ def test_train_killed_three_ways_resumes_to_the_same_weights(toy, tiny_causal, t
     assert checkpoint_step(killed / "checkpoint.tmp") == 8
     figures.append("between the renames of checkpoint 8")
 
-    # 4. Resumed to the end (from checkpoint.old, step 6).
+    # 4. Resumed to the end (from checkpoint.old, step 6). A kill during a save of the best
+    # weights leaves their temporary file; the finished run removes it too.
+    (killed / "best-weights.pt.tmp").write_bytes(b"torn")
     process, _ = start_cli(["train", "--resume", str(killed)], tmp_path)
     assert "at step 6" in finish(process)
 

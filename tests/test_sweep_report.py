@@ -1,6 +1,7 @@
 """Sweep expansion, skip / resume, and the report from a synthetic results file."""
 
 import json
+import shutil
 
 import pytest
 
@@ -121,3 +122,39 @@ def test_one_seed_shows_no_standard_error():
     assert cell_text({"mean": 12.5, "se": 0.0, "n": 1}) == "12.5 (n=1)"
     assert cell_text({"mean": 47.25, "se": 0.61, "n": 3}) == "47.2 ± 0.6 (n=3)"
     assert cell_text(None) == ""
+
+
+def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp_path, monkeypatch):
+    from stepdistill.run_folder import save_run_files
+    from stepdistill.sweep import remove_unstarted
+    from stepdistill.tasks import load_task
+
+    path = write_sweep(tmp_path, {"mode": ["dss"], "seed": [0]})
+    config = expand(load_sweep(path))[0]
+    runs = tmp_path / "out" / "runs"
+    name = config.run_name
+    for folder in (name, f"{name}-2"):  # two kills before the first checkpoint
+        save_run_files(runs / folder, config, load_task("svamp"))
+    started = runs / f"{name}-3"  # one that has a checkpoint: resumable, kept
+    save_run_files(started, config, load_task("svamp"))
+    (started / "checkpoint").mkdir()
+    other = runs / f"{name}-4"  # same name, another config: not this run, kept
+    save_run_files(other, config.__class__(**{**config.to_dict(), "epochs": 9}), load_task("svamp"))
+    removed = remove_unstarted(config)
+    assert sorted(p.name for p in removed) == [name, f"{name}-2"]
+    assert sorted(p.name for p in runs.iterdir()) == [f"{name}-3", f"{name}-4"]
+
+    # Through the sweep: the unstarted folder is gone before training starts again.
+    shutil.rmtree(started)
+    save_run_files(runs / name, config, load_task("svamp"))
+    seen = []
+
+    def fake_train(config):
+        seen.append((runs / name).exists())
+        return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
+                "best_step": 1, "run_dir": "x", "bf16": False}
+
+    monkeypatch.setattr("stepdistill.train.train", fake_train)
+    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    sweep(path)
+    assert seen == [False]
