@@ -97,16 +97,15 @@ def append_result(path: str | Path, row: dict[str, Any]) -> None:
     append_jsonl(path, row)
 
 
-def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
-    """An earlier run folder of this grid point with the same config, and what is left
-    of it: ``"finished"`` (metrics written, row not: killed in between), ``"checkpoint"``
-    (killed mid-training) or ``""`` (none to reuse)."""
+def earlier_folders(config: TrainConfig) -> list[Path]:
+    """Run folders of this grid point (``name``, ``name-2`` ...) holding the same config,
+    newest ``-N`` first."""
     from .run_folder import load_run
 
     runs = Path(config.output_dir)
     name = config.run_name or ""
     candidates = [runs / name, *sorted(runs.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)]
-    found: tuple[Path | None, str] = (None, "")
+    folders = []
     for folder in candidates:
         suffix = folder.name[len(name) :]
         if not folder.is_dir() or (suffix and not suffix[1:].isdigit()):
@@ -116,6 +115,16 @@ def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
                 continue  # same grid point, another config: not this run
         except (OSError, ValueError, TypeError, yaml.YAMLError):  # killed before its files were written
             continue
+        folders.append(folder)
+    return folders
+
+
+def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
+    """An earlier run folder of this grid point with the same config, and what is left
+    of it: ``"finished"`` (metrics written, row not: killed in between), ``"checkpoint"``
+    (killed mid-training) or ``""`` (none to reuse)."""
+    found: tuple[Path | None, str] = (None, "")
+    for folder in earlier_folders(config):
         if (folder / "metrics.json").is_file():
             return folder, "finished"
         if not found[0] and any((folder / name).is_dir() for name in ("checkpoint", "checkpoint.old")):
@@ -127,29 +136,22 @@ UNSTARTED = {"config.yaml", "task.yaml"}
 
 
 def remove_unstarted(config: TrainConfig) -> list[Path]:
-    """Delete earlier folders of this grid point, same config, that hold only the files
-    written before training (killed before the first checkpoint: nothing to resume), so
-    the rerun takes the run's own name instead of a new ``-2``, ``-3`` folder."""
-    from .run_folder import load_run
+    """Delete earlier folders of this run that hold only the files written before
+    training (killed before the first checkpoint: nothing to resume), so the rerun takes
+    the run's own name instead of a new ``-2``, ``-3`` folder. Under a multi-process
+    launch only rank 0 does this: it alone creates run folders, so another process could
+    take the one rank 0 has just created for this run for an unstarted one."""
+    import os
 
-    runs = Path(config.output_dir)
-    name = config.run_name or ""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return []
     removed = []
-    for folder in [runs / name, *runs.glob(f"{name}-*")]:
-        suffix = folder.name[len(name) :]
-        if not folder.is_dir() or (suffix and not suffix[1:].isdigit()):
-            continue
-        if {entry.name for entry in folder.iterdir()} != UNSTARTED:
-            continue
-        try:
-            if load_run(folder).config.to_dict() != config.to_dict():
-                continue
-        except (OSError, ValueError, TypeError, yaml.YAMLError):
-            continue
-        for entry in UNSTARTED:
-            (folder / entry).unlink()
-        folder.rmdir()
-        removed.append(folder)
+    for folder in earlier_folders(config):
+        if {entry.name for entry in folder.iterdir()} == UNSTARTED:
+            for entry in UNSTARTED:
+                (folder / entry).unlink()
+            folder.rmdir()
+            removed.append(folder)
     return removed
 
 
