@@ -110,7 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # A resumed run takes its saved config from the run folder.
     metrics = train(TrainConfig(), resume=args.resume) if args.resume else train(config_from_args(args))
-    if os.environ.get("RANK", "0") == "0":  # under a multi-process launch, rank 0 reports
+    from .parallel import launch_rank
+
+    if launch_rank() == 0:  # under a multi-process launch, rank 0 reports
         print(json.dumps({k: v for k, v in metrics.items() if k != "valid_history"}, indent=2))
     return 0
 

@@ -17,6 +17,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (0 when not launched), read without
+    setting up any process group: for work around the trainer, such as making run
+    folders or writing results, that only one process should do."""
+    return int(os.environ.get("RANK", "0"))
+
+
 class Processes:
     """This process's place among the trainer's processes (rank 0 of 1 when not launched)."""
 

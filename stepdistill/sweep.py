@@ -28,6 +28,7 @@ import yaml
 
 from .config import ConfigError, TrainConfig, make_config
 from .io import append_jsonl, cut_torn_tail
+from .parallel import launch_rank
 
 RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "seed")
 
@@ -119,12 +120,12 @@ def earlier_folders(config: TrainConfig) -> list[Path]:
     return folders
 
 
-def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
-    """An earlier run folder of this grid point with the same config, and what is left
+def previous_attempt(folders: list[Path]) -> tuple[Path | None, str]:
+    """Of a run's earlier folders (``earlier_folders``), the one to reuse and what is left
     of it: ``"finished"`` (metrics written, row not: killed in between), ``"checkpoint"``
     (killed mid-training) or ``""`` (none to reuse)."""
     found: tuple[Path | None, str] = (None, "")
-    for folder in earlier_folders(config):
+    for folder in folders:
         if (folder / "metrics.json").is_file():
             return folder, "finished"
         if not found[0] and any((folder / name).is_dir() for name in ("checkpoint", "checkpoint.old")):
@@ -135,19 +136,17 @@ def previous_attempt(config: TrainConfig) -> tuple[Path | None, str]:
 UNSTARTED = {"config.yaml", "task.yaml"}
 
 
-def remove_unstarted(config: TrainConfig) -> list[Path]:
-    """Delete earlier folders of this run that hold only the files written before
+def remove_unstarted(folders: list[Path]) -> list[Path]:
+    """Delete those of a run's earlier folders that hold only the files written before
     training (killed before the first checkpoint: nothing to resume), so the rerun takes
     the run's own name instead of a new ``-2``, ``-3`` folder. Under a multi-process
     launch only rank 0 does this: it alone creates run folders, so another process could
     take the one rank 0 has just created for this run for an unstarted one."""
-    import os
-
-    if int(os.environ.get("RANK", "0")) != 0:
+    if launch_rank() != 0:
         return []
     removed = []
-    for folder in earlier_folders(config):
-        if {entry.name for entry in folder.iterdir()} == UNSTARTED:
+    for folder in folders:
+        if folder.is_dir() and {entry.name for entry in folder.iterdir()} == UNSTARTED:
             for entry in UNSTARTED:
                 (folder / entry).unlink()
             folder.rmdir()
@@ -171,7 +170,8 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
     todo = [c for c in configs if c.run_name not in done]
     print(f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run")
     for index, config in enumerate(todo, start=1):
-        folder, left = previous_attempt(config)
+        earlier = earlier_folders(config)
+        folder, left = previous_attempt(earlier)
         print(f"[{index}/{len(todo)}] {config.run_name}" + {"finished": " (trained; recording it)", "checkpoint": f" (resuming {folder})"}.get(left, ""))
         if dry_run:
             continue
@@ -182,7 +182,7 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
         elif left == "checkpoint":
             metrics = train(config, resume=folder)
         else:
-            remove_unstarted(config)
+            remove_unstarted(earlier)
             metrics = train(config)
         row = {
             "run_id": config.run_name,
@@ -198,5 +198,6 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
             "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
             "bf16": metrics.get("bf16"),  # the precision the run trained in (depends on the hardware)
         }
-        append_result(results_path, row)
+        if launch_rank() == 0:  # under a multi-process launch every process trains; one writes the row
+            append_result(results_path, row)
     return read_results(results_path)

@@ -126,7 +126,7 @@ def test_one_seed_shows_no_standard_error():
 
 def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp_path, monkeypatch):
     from stepdistill.run_folder import save_run_files
-    from stepdistill.sweep import remove_unstarted
+    from stepdistill.sweep import earlier_folders, remove_unstarted
     from stepdistill.tasks import load_task
 
     path = write_sweep(tmp_path, {"mode": ["dss"], "seed": [0]})
@@ -140,7 +140,7 @@ def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp
     (started / "checkpoint").mkdir()
     other = runs / f"{name}-4"  # same name, another config: not this run, kept
     save_run_files(other, config.__class__(**{**config.to_dict(), "epochs": 9}), load_task("svamp"))
-    removed = remove_unstarted(config)
+    removed = remove_unstarted(earlier_folders(config))
     assert sorted(p.name for p in removed) == [name, f"{name}-2"]
     assert sorted(p.name for p in runs.iterdir()) == [f"{name}-3", f"{name}-4"]
 
@@ -158,3 +158,30 @@ def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp
     monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
     sweep(path)
     assert seen == [False]
+
+
+def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folders(tmp_path, monkeypatch):
+    from stepdistill.run_folder import save_run_files
+    from stepdistill.tasks import load_task
+
+    path = write_sweep(tmp_path, {"mode": ["dss"], "seed": [0, 1]})
+    config = expand(load_sweep(path))[0]
+    unstarted = tmp_path / "out" / "runs" / config.run_name
+    save_run_files(unstarted, config, load_task("svamp"))
+    trained = []
+
+    def fake_train(config):
+        trained.append(config.run_name)
+        return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
+                "best_step": 1, "run_dir": "x", "bf16": False}
+
+    monkeypatch.setattr("stepdistill.train.train", fake_train)
+    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    monkeypatch.setenv("RANK", "1")
+    assert sweep(path) == []  # every process trains every run ...
+    assert len(trained) == 2
+    assert unstarted.is_dir()  # ... but rank 1 leaves run folders to rank 0
+    monkeypatch.setenv("RANK", "0")
+    rows = sweep(path)  # ... and rank 0 writes each run's row, once
+    assert [r["run_id"] for r in rows] == [c.run_name for c in expand(load_sweep(path))]
+    assert not unstarted.exists()
