@@ -146,7 +146,7 @@ def remove_unstarted(folders: list[Path]) -> list[Path]:
         return []
     removed = []
     for folder in folders:
-        if folder.is_dir() and {entry.name for entry in folder.iterdir()} == UNSTARTED:
+        if {entry.name for entry in folder.iterdir()} == UNSTARTED:
             for entry in UNSTARTED:
                 (folder / entry).unlink()
             folder.rmdir()

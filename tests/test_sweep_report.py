@@ -9,6 +9,10 @@ from stepdistill.config import ConfigError
 from stepdistill.report import aggregate, mean_se, report
 from stepdistill.sweep import append_result, expand, load_sweep, read_results, sweep
 
+# What a stand-in for train() returns: the fields a sweep row takes from a run's metrics.
+FAKE_METRICS = {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
+                "best_step": 1, "run_dir": "x", "bf16": False}
+
 
 def write_sweep(tmp_path, grid, base=None):
     path = tmp_path / "sweep.yaml"
@@ -40,8 +44,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
         trained.append(config.run_name)
         if len(trained) == 3:
             raise KeyboardInterrupt  # a sweep killed during its third run
-        return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
-                "best_step": 1, "run_dir": "x", "bf16": False}
+        return dict(FAKE_METRICS)
 
     monkeypatch.setattr("stepdistill.train.train", fake_train)
     monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
@@ -151,8 +154,7 @@ def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp
 
     def fake_train(config):
         seen.append((runs / name).exists())
-        return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
-                "best_step": 1, "run_dir": "x", "bf16": False}
+        return dict(FAKE_METRICS)
 
     monkeypatch.setattr("stepdistill.train.train", fake_train)
     monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
@@ -172,8 +174,7 @@ def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folder
 
     def fake_train(config):
         trained.append(config.run_name)
-        return {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
-                "best_step": 1, "run_dir": "x", "bf16": False}
+        return dict(FAKE_METRICS)
 
     monkeypatch.setattr("stepdistill.train.train", fake_train)
     monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
