@@ -26,3 +26,4 @@ test: install
 
 lint: install
 	$(BIN)/ruff check stepdistill tests
+	$(BIN)/ruff format --check stepdistill tests benchmarks

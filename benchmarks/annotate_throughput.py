@@ -35,12 +35,16 @@ def timed(**kwargs) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=200)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds the server takes per request")
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="seconds the server takes per request"
+    )
     parser.add_argument("--concurrency", default="1,4,16")
     args = parser.parse_args()
     os.environ["OPENAI_API_KEY"] = SECRET
-    print(f"# {args.examples} examples, server latency {args.latency * 1000:.0f} ms/request, "
-          f"python {platform.python_version()}, {os.cpu_count()} CPUs")
+    print(
+        f"# {args.examples} examples, server latency {args.latency * 1000:.0f} ms/request, "
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
     print(f"{'what':<34}{'seconds':>9}{'examples/s':>12}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -50,18 +54,34 @@ def main() -> None:
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 out = root / f"openai-c{concurrency}"
                 seconds, summary = timed(
-                    task=task, teacher="openai", output=out,
+                    task=task,
+                    teacher="openai",
+                    output=out,
                     teacher_options={"model": "toy", "base_url": url, "concurrency": concurrency},
                 )
                 assert summary["splits"]["train"]["parsed"] == args.examples, summary
-                print(f"{f'openai, concurrency {concurrency}':<34}{seconds:>9.2f}{args.examples / seconds:>12.1f}")
+                print(
+                    f"{f'openai, concurrency {concurrency}':<34}{seconds:>9.2f}{args.examples / seconds:>12.1f}"
+                )
                 last_store = out / "store.sqlite"
             # The same command again: every answer from the store, no request sent.
             before = sum(state.attempts.values())
-            seconds, summary = timed(task=task, teacher="openai", output=out, teacher_options={"model": "toy", "base_url": url})
+            seconds, summary = timed(
+                task=task,
+                teacher="openai",
+                output=out,
+                teacher_options={"model": "toy", "base_url": url},
+            )
             assert sum(state.attempts.values()) == before and summary["store"]["asked"] == 0
-            print(f"{'rerun (all cached in store)':<34}{seconds:>9.2f}{args.examples / seconds:>12.1f}")
-        seconds, summary = timed(task=task, teacher="store", output=root / "replay", teacher_options={"path": str(last_store)})
+            print(
+                f"{'rerun (all cached in store)':<34}{seconds:>9.2f}{args.examples / seconds:>12.1f}"
+            )
+        seconds, summary = timed(
+            task=task,
+            teacher="store",
+            output=root / "replay",
+            teacher_options={"path": str(last_store)},
+        )
         assert summary["splits"]["train"]["parsed"] == args.examples
         print(f"{'store replay backend':<34}{seconds:>9.2f}{args.examples / seconds:>12.1f}")
 

@@ -85,7 +85,9 @@ def run_dirs(values: list[str]) -> dict[str, Path]:
     return found
 
 
-def load(task_name: str, run_dir: Path | None, student_name: str, bf16: bool, batch_size: int) -> tuple[Any, list[Any], str]:
+def load(
+    task_name: str, run_dir: Path | None, student_name: str, bf16: bool, batch_size: int
+) -> tuple[Any, list[Any], str]:
     """(student, test examples, description) for one task."""
     from stepdistill.data import load_splits
     from stepdistill.run_folder import load_run
@@ -101,8 +103,21 @@ def load(task_name: str, run_dir: Path | None, student_name: str, bf16: bool, ba
     task = load_task(task_name)
     model, tokenizer = load_student(student_name)
     # The run-less student gets the library's defaults (256 input, 128 rationale tokens).
-    student = Student(model, tokenizer, task, name=student_name, mode="dss", is_run=True, batch_size=batch_size, bf16=bf16)
-    return student, load_splits(task)["test"], f"UNTRAINED base student {student_name}: accuracy meaningless"
+    student = Student(
+        model,
+        tokenizer,
+        task,
+        name=student_name,
+        mode="dss",
+        is_run=True,
+        batch_size=batch_size,
+        bf16=bf16,
+    )
+    return (
+        student,
+        load_splits(task)["test"],
+        f"UNTRAINED base student {student_name}: accuracy meaningless",
+    )
 
 
 def timed(call: Any) -> tuple[Any, float]:
@@ -126,7 +141,9 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
     from stepdistill.data import DataError
     from stepdistill.metrics import is_correct
 
-    student, examples, described = load(task_name, run_dir, args.student, args.bf16, args.batch_size)
+    student, examples, described = load(
+        task_name, run_dir, args.student, args.bf16, args.batch_size
+    )
     examples = [e for e in examples if e.label is not None][: args.limit]
     texts = [e.input for e in examples]
     try:
@@ -145,20 +162,43 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
         predictions = call(texts[:count])
         seconds = time.perf_counter() - started
         student.batch_size = batch_size
-        correct = sum(is_correct(student.task, p.label, e.label) for p, e in zip(predictions, examples, strict=False))
-        rows[name] = {"batch": batch, "examples": count, "seconds": seconds, "examples_per_second": count / seconds,
-                      "accuracy": correct / count, "tokens_per_example": generated_tokens(student, predictions) if writes else None}
-        print(f"  {name:<40} {count:4d} examples {seconds:7.1f} s  {count / seconds:7.2f} examples/s", flush=True)
+        correct = sum(
+            is_correct(student.task, p.label, e.label)
+            for p, e in zip(predictions, examples, strict=False)
+        )
+        rows[name] = {
+            "batch": batch,
+            "examples": count,
+            "seconds": seconds,
+            "examples_per_second": count / seconds,
+            "accuracy": correct / count,
+            "tokens_per_example": generated_tokens(student, predictions) if writes else None,
+        }
+        print(
+            f"  {name:<40} {count:4d} examples {seconds:7.1f} s  {count / seconds:7.2f} examples/s",
+            flush=True,
+        )
 
     print(f"{task_name}: {described}", flush=True)
     n = len(examples)
     run("label", batch_size, n, student.predict)
     if candidates:
-        run(f"scoring ({args.reduce})", batch_size, n, lambda t: student.choose(t, candidates[: len(t)], reduce=args.reduce), writes=False)
+        run(
+            f"scoring ({args.reduce})",
+            batch_size,
+            n,
+            lambda t: student.choose(t, candidates[: len(t)], reduce=args.reduce),
+            writes=False,
+        )
     run("label, batch 1", 1, n, student.predict)
     run("rationale + label", batch_size, n, lambda t: student.predict(t, rationale=True))
     if args.single_rationale:
-        run("rationale + label, batch 1", 1, min(n, args.single_rationale), lambda t: student.predict(t, rationale=True))
+        run(
+            "rationale + label, batch 1",
+            1,
+            min(n, args.single_rationale),
+            lambda t: student.predict(t, rationale=True),
+        )
     if args.autocast_rows and student.bf16:
         import torch
 
@@ -170,9 +210,14 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
         run("label, fp32 weights + autocast", batch_size, n, student.predict)
         run("label, batch 1, fp32 weights + autocast", 1, n, student.predict)
         cast_parameters(student.model, torch.bfloat16)
-    return {"task": task_name, "student": described, "untrained": run_dir is None,
-            "max_rationale_tokens": student.max_rationale_tokens, "max_label_tokens": student.task.max_label_tokens,
-            "methods": rows}
+    return {
+        "task": task_name,
+        "student": described,
+        "untrained": run_dir is None,
+        "max_rationale_tokens": student.max_rationale_tokens,
+        "max_label_tokens": student.task.max_label_tokens,
+        "methods": rows,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
@@ -201,22 +246,62 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated task names (default {DEFAULT_TASKS})")
-    parser.add_argument("--run-dir", action="append", default=[], metavar="[TASK=]RUN",
-                        help="a trained run folder for a task (repeatable); its model is RUN/model")
-    parser.add_argument("--student", default="smollm2-135m",
-                        help="student for tasks without --run-dir (untrained: accuracy meaningless)")
-    parser.add_argument("--limit", type=int, default=64, help="test examples per task, the same for every method (default 64)")
-    parser.add_argument("--single-rationale", type=int, default=8, metavar="N",
-                        help="also time rationale + label one at a time on the first N examples (default 8; 0: skip)")
-    parser.add_argument("--autocast-rows", action="store_true",
-                        help="also time label-only with fp32 weights under bf16 autocast (the library before bf16 weights)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of the batched methods (default 32)")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 compute (default: bf16)")
-    parser.add_argument("--reduce", choices=("sum", "mean"), default="sum", help="candidate score: sum or mean token log-prob")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tasks",
+        default=DEFAULT_TASKS,
+        help=f"comma-separated task names (default {DEFAULT_TASKS})",
+    )
+    parser.add_argument(
+        "--run-dir",
+        action="append",
+        default=[],
+        metavar="[TASK=]RUN",
+        help="a trained run folder for a task (repeatable); its model is RUN/model",
+    )
+    parser.add_argument(
+        "--student",
+        default="smollm2-135m",
+        help="student for tasks without --run-dir (untrained: accuracy meaningless)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=64,
+        help="test examples per task, the same for every method (default 64)",
+    )
+    parser.add_argument(
+        "--single-rationale",
+        type=int,
+        default=8,
+        metavar="N",
+        help="also time rationale + label one at a time on the first N examples (default 8; 0: skip)",
+    )
+    parser.add_argument(
+        "--autocast-rows",
+        action="store_true",
+        help="also time label-only with fp32 weights under bf16 autocast (the library before bf16 weights)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="batch size of the batched methods (default 32)"
+    )
+    parser.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", help="fp32 compute (default: bf16)"
+    )
+    parser.add_argument(
+        "--reduce",
+        choices=("sum", "mean"),
+        default="sum",
+        help="candidate score: sum or mean token log-prob",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results to this JSON file"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -225,8 +310,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     runs = run_dirs(args.run_dir)
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, bf16 ISA {info['bf16_isa'] or 'none'}; torch {info['torch']}, "
-          f"transformers {info['transformers']}, {info['threads']} threads; bf16 {'on' if args.bf16 else 'off'}", flush=True)
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, bf16 ISA {info['bf16_isa'] or 'none'}; torch {info['torch']}, "
+        f"transformers {info['transformers']}, {info['threads']} threads; bf16 {'on' if args.bf16 else 'off'}",
+        flush=True,
+    )
     started = time.perf_counter()
     results = [bench_task(name, runs.get(name), args) for name in args.tasks.split(",")]
     print()
@@ -234,7 +322,13 @@ def main() -> None:
         print(table(result))
         print()
     print(f"total {time.perf_counter() - started:.0f} s")
-    report = {"machine": info, "bf16": args.bf16, "limit": args.limit, "batch_size": args.batch_size, "results": results}
+    report = {
+        "machine": info,
+        "bf16": args.bf16,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "results": results,
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report))

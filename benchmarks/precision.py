@@ -31,15 +31,19 @@ def main() -> None:
 
     size = 1024
     fp32, bf16 = gflops("float32", size), gflops("bfloat16", size)
-    print(json.dumps({
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-        "matmul_size": size,
-        "fp32_gflops": round(fp32, 1),
-        "bf16_gflops": round(bf16, 1),
-        "bf16_over_fp32": round(bf16 / fp32, 3),
-        "stepdistill_default_bf16": bf16_supported(),
-    }))
+    print(
+        json.dumps(
+            {
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads(),
+                "matmul_size": size,
+                "fp32_gflops": round(fp32, 1),
+                "bf16_gflops": round(bf16, 1),
+                "bf16_over_fp32": round(bf16 / fp32, 3),
+                "stepdistill_default_bf16": bf16_supported(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,17 +46,30 @@ def tiny_run(folder: Path) -> Path:
     return make_run(save_tiny("causal", folder / "tiny-causal"), folder / "tiny-run")
 
 
-def start_server(run_dir: Path, batching: bool, threads: int, batch_size: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    run_dir: Path, batching: bool, threads: int, batch_size: int
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
-        sys.executable, "-m", "stepdistill.cli", "serve", str(run_dir), "--port", str(port),
-        "--threads", str(threads), "--batch-size", str(batch_size),
+        sys.executable,
+        "-m",
+        "stepdistill.cli",
+        "serve",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+        "--batch-size",
+        str(batch_size),
     ]
     if not batching:
         command.append("--no-batching")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("STEPDISTILL_API_KEY", None)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -69,7 +82,9 @@ def start_server(run_dir: Path, batching: bool, threads: int, batch_size: int) -
     raise RuntimeError("server did not start")
 
 
-async def load(url: str, concurrency: int, rationale: bool, requests: int, max_seconds: float) -> dict[str, float]:
+async def load(
+    url: str, concurrency: int, rationale: bool, requests: int, max_seconds: float
+) -> dict[str, float]:
     """``concurrency`` clients share a budget of ``requests``; all stop at ``max_seconds``."""
     latencies: list[float] = []
     errors = 0
@@ -82,10 +97,15 @@ async def load(url: str, concurrency: int, rationale: bool, requests: int, max_s
         while next_index < requests and time.perf_counter() < deadline:
             index = next_index
             next_index += 1
-            body = {"inputs": [QUESTION.format(n=index * 7 + 3, k=index % 9 + 2)], "rationale": rationale}
+            body = {
+                "inputs": [QUESTION.format(n=index * 7 + 3, k=index % 9 + 2)],
+                "rationale": rationale,
+            }
             sent = time.perf_counter()
             try:
-                response = await http.post(f"{url}/v1/predict", json=body, timeout=max(1.0, deadline - sent + 30))
+                response = await http.post(
+                    f"{url}/v1/predict", json=body, timeout=max(1.0, deadline - sent + 30)
+                )
                 ok = response.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -112,21 +132,29 @@ async def load(url: str, concurrency: int, rationale: bool, requests: int, max_s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", nargs="?", help="run folder or model folder to serve")
-    parser.add_argument("--tiny", action="store_true", help="serve the tiny random test model instead")
+    parser.add_argument(
+        "--tiny", action="store_true", help="serve the tiny random test model instead"
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--requests", type=int, default=64, help="requests per cell (upper bound)")
-    parser.add_argument("--max-seconds", type=float, default=10.0, help="time per cell (upper bound)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=10.0, help="time per cell (upper bound)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
-    parser.add_argument("--batch-size", type=int, default=64, help="inputs per generate call in the server")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="inputs per generate call in the server"
+    )
     args = parser.parse_args()
     if not args.run_dir and not args.tiny:
         parser.error("give RUN_DIR or --tiny")
     levels = [int(x) for x in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = tiny_run(Path(scratch)) if args.tiny else Path(args.run_dir)
-        print(f"model: {'tiny random Llama (tests/conftest.py)' if args.tiny else run_dir}; "
-              f"{args.requests} requests or {args.max_seconds:.0f} s per cell; server torch threads {args.threads}, "
-              f"generate batch size {args.batch_size}\n")
+        print(
+            f"model: {'tiny random Llama (tests/conftest.py)' if args.tiny else run_dir}; "
+            f"{args.requests} requests or {args.max_seconds:.0f} s per cell; server torch threads {args.threads}, "
+            f"generate batch size {args.batch_size}\n"
+        )
         print("| batching | rationale | clients | done | errors | p50 ms | p95 ms | req/s |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for batching in (True, False):
@@ -135,9 +163,14 @@ def main() -> int:
                 asyncio.run(load(url, 1, False, 4, 30))  # warm-up: first calls pay one-off costs
                 for rationale in (False, True):
                     for level in levels:
-                        r = asyncio.run(load(url, level, rationale, args.requests, args.max_seconds))
-                        print(f"| {'on' if batching else 'off'} | {'yes' if rationale else 'no'} | {level} | {r['done']} | "
-                              f"{r['errors']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['rps']:.1f} |", flush=True)
+                        r = asyncio.run(
+                            load(url, level, rationale, args.requests, args.max_seconds)
+                        )
+                        print(
+                            f"| {'on' if batching else 'off'} | {'yes' if rationale else 'no'} | {level} | {r['done']} | "
+                            f"{r['errors']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['rps']:.1f} |",
+                            flush=True,
+                        )
             finally:
                 process.terminate()
                 process.wait(timeout=30)

@@ -56,8 +56,12 @@ def batches(student: str, steps: int, batch_size: int) -> tuple[list[list[Any]],
     config = make_config({"mode": "dss", "student": student})
     items, _ = training_examples(config, load_splits(task)["train"], annotations)
     _, tokenizer = load_student(student)
-    encoded = [encode_example(tokenizer, config, item, False) for item in items[: steps * batch_size]]
-    return [encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)], tokenizer.pad_token_id
+    encoded = [
+        encode_example(tokenizer, config, item, False) for item in items[: steps * batch_size]
+    ]
+    return [
+        encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)
+    ], tokenizer.pad_token_id
 
 
 def run_reference(student: str, steps: int, batch_size: int, queue: Any) -> None:
@@ -73,7 +77,11 @@ def run_reference(student: str, steps: int, batch_size: int, queue: Any) -> None
 
     def pad_batch(rows: list[Any]) -> dict[str, Any]:
         batch = collate([[r] for r in rows], pad, False)  # padded to the longest row
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"]}
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": batch["labels"],
+        }
 
     class StepDataset(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -84,30 +92,53 @@ def run_reference(student: str, steps: int, batch_size: int, queue: Any) -> None
 
     def collator(items: list[Any]) -> dict[str, Any]:
         rows = [row for item in items for example in item for row in example]
-        return {"label": pad_batch([r for r in rows if r.kind == LABEL]),
-                "rationale": pad_batch([r for r in rows if r.kind == RATIONALE])}
+        return {
+            "label": pad_batch([r for r in rows if r.kind == LABEL]),
+            "rationale": pad_batch([r for r in rows if r.kind == RATIONALE]),
+        }
 
     stats: dict[str, Any] = {"losses": [], "tokens": 0, "seconds": 0.0}
 
     class TwoPassTrainer(Trainer):
-        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: Any,
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
             # The paper's code: one forward pass per task, each with HF's mean token loss.
             label_loss = model(**inputs["label"]).loss
             rationale_loss = model(**inputs["rationale"]).loss
             loss = label_loss + rationale_loss  # = 2 · (α·L_label + (1-α)·L_rationale), α = 0.5
             stats["losses"].append(loss.item())
-            stats["tokens"] += sum(int(inputs[k]["attention_mask"].sum()) for k in ("label", "rationale"))
+            stats["tokens"] += sum(
+                int(inputs[k]["attention_mask"].sum()) for k in ("label", "rationale")
+            )
             return loss
 
         def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
             return torch.utils.data.SequentialSampler(self.train_dataset)  # dataset order
 
     arguments = TrainingArguments(
-        output_dir="/tmp/stepdistill-bench-reference", per_device_train_batch_size=1, max_steps=steps,
-        learning_rate=1e-4, lr_scheduler_type="constant", max_grad_norm=1.0, logging_steps=10**9, save_strategy="no",
-        report_to=[], use_cpu=True, bf16=False, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
+        output_dir="/tmp/stepdistill-bench-reference",
+        per_device_train_batch_size=1,
+        max_steps=steps,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        max_grad_norm=1.0,
+        logging_steps=10**9,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
     )
-    trainer = TwoPassTrainer(model=model, args=arguments, train_dataset=StepDataset(), data_collator=collator)
+    trainer = TwoPassTrainer(
+        model=model, args=arguments, train_dataset=StepDataset(), data_collator=collator
+    )
     started = time.perf_counter()
     trainer.train()
     stats["seconds"] = time.perf_counter() - started
@@ -132,7 +163,10 @@ def run_stepdistill(student: str, steps: int, batch_size: int, queue: Any) -> No
     started = time.perf_counter()
     for step_examples in step_batches[:steps]:
         rows = [row for example in step_examples for row in example]
-        groups = [collate(g, pad, False) for g in micro_batches(rows, config.micro_batch_tokens, False, config.pack_length)]
+        groups = [
+            collate(g, pad, False)
+            for g in micro_batches(rows, config.micro_batch_tokens, False, config.pack_length)
+        ]
         totals = step_loss(model, groups, 1.0)
         weights.gradients_to_master()
         torch.nn.utils.clip_grad_norm_(weights.master, 1.0)
@@ -145,20 +179,26 @@ def run_stepdistill(student: str, steps: int, batch_size: int, queue: Any) -> No
     finish(queue, "stepdistill", stats, model, steps, batch_size)
 
 
-def finish(queue: Any, name: str, stats: dict[str, Any], model: Any, steps: int, batch_size: int) -> None:
-    queue.put({
-        "name": name,
-        "tokens_per_second": stats["tokens"] / stats["seconds"],
-        "examples_per_second": steps * batch_size / stats["seconds"],
-        "seconds": stats["seconds"],
-        "losses": stats["losses"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    })
+def finish(
+    queue: Any, name: str, stats: dict[str, Any], model: Any, steps: int, batch_size: int
+) -> None:
+    queue.put(
+        {
+            "name": name,
+            "tokens_per_second": stats["tokens"] / stats["seconds"],
+            "examples_per_second": steps * batch_size / stats["seconds"],
+            "seconds": stats["seconds"],
+            "losses": stats["losses"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--student", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -170,13 +210,18 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, target in (("reference", run_reference), ("stepdistill", run_stepdistill)):
             queue = context.Queue()
-            process = context.Process(target=target, args=(args.student, args.steps, args.batch_size, queue))
+            process = context.Process(
+                target=target, args=(args.student, args.steps, args.batch_size, queue)
+            )
             process.start()
             result = queue.get()
             process.join()
             results[name].append(result)
-            print(f"repeat {repeat + 1} {name:<12} {result['tokens_per_second']:7.1f} tokens/s "
-                  f"{result['examples_per_second']:5.2f} examples/s  peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"repeat {repeat + 1} {name:<12} {result['tokens_per_second']:7.1f} tokens/s "
+                f"{result['examples_per_second']:5.2f} examples/s  peak RSS {result['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     peaks.append(matmul_peak("bfloat16"))
     peak = statistics.fmean(peaks)
     reference = statistics.median(r["tokens_per_second"] for r in results["reference"])
@@ -184,16 +229,36 @@ def main() -> None:
     parameters = results["stepdistill"][0]["parameters"]
     achieved = 6 * parameters * ours / 1e9
     print()
-    print(f"student {args.student} ({parameters / 1e6:.0f}M parameters), SVAMP dss, {args.batch_size} examples/step, {args.steps} steps, {args.repeats} repeats")
+    print(
+        f"student {args.student} ({parameters / 1e6:.0f}M parameters), SVAMP dss, {args.batch_size} examples/step, {args.steps} steps, {args.repeats} repeats"
+    )
     print(f"bf16 matmul peak (2048^3, this run): {peak:.0f} GFLOP/s")
-    print(f"(a) reference  {reference:7.1f} tokens/s (median)  peak RSS {max(r['peak_rss_mb'] for r in results['reference']):.0f} MB")
-    print(f"(b) stepdistill {ours:6.1f} tokens/s (median)  peak RSS {max(r['peak_rss_mb'] for r in results['stepdistill']):.0f} MB")
+    print(
+        f"(a) reference  {reference:7.1f} tokens/s (median)  peak RSS {max(r['peak_rss_mb'] for r in results['reference']):.0f} MB"
+    )
+    print(
+        f"(b) stepdistill {ours:6.1f} tokens/s (median)  peak RSS {max(r['peak_rss_mb'] for r in results['stepdistill']):.0f} MB"
+    )
     print(f"ratio b/a: {ours / reference:.2f}x")
-    print(f"b at 6·N·tokens: {achieved:.0f} GFLOP/s = {100 * achieved / peak:.0f}% of the measured bf16 peak")
+    print(
+        f"b at 6·N·tokens: {achieved:.0f} GFLOP/s = {100 * achieved / peak:.0f}% of the measured bf16 peak"
+    )
     a_losses, b_losses = results["reference"][0]["losses"], results["stepdistill"][0]["losses"]
-    print("loss per step (a vs b): " + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(a_losses, b_losses, strict=False)))
-    print(json.dumps({"reference_tokens_per_second": reference, "stepdistill_tokens_per_second": ours, "ratio": ours / reference,
-                      "peak_gflops": peak, "fraction_of_peak": achieved / peak}))
+    print(
+        "loss per step (a vs b): "
+        + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(a_losses, b_losses, strict=False))
+    )
+    print(
+        json.dumps(
+            {
+                "reference_tokens_per_second": reference,
+                "stepdistill_tokens_per_second": ours,
+                "ratio": ours / reference,
+                "peak_gflops": peak,
+                "fraction_of_peak": achieved / peak,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -72,17 +72,29 @@ def annotate(
     task = task if isinstance(task, Task) else load_task(task)
     teacher_name = teacher if isinstance(teacher, str) else getattr(teacher, "name", "teacher")
     output = Path(output) if output else Path("annotations") / f"{task.name}-{teacher_name}"
-    backend = teacher if not isinstance(teacher, str) else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
+    backend = (
+        teacher
+        if not isinstance(teacher, str)
+        else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
+    )
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if samples > 1 and float(getattr(backend, "temperature", 1.0)) == 0.0:
-        raise ValueError("several samples per example need a temperature above 0 (they would all be the same)")
+        raise ValueError(
+            "several samples per example need a temperature above 0 (they would all be the same)"
+        )
     examples = load_splits(task, data)
-    chosen = {split: (examples[split][:limit] if limit else examples[split]) for split in splits if split in examples}
+    chosen = {
+        split: (examples[split][:limit] if limit else examples[split])
+        for split in splits
+        if split in examples
+    }
     requests = {split: make_requests(task, rows, samples) for split, rows in chosen.items()}
 
     cache: Store | None = None
-    if store is not False and (store is not None or getattr(backend, "name", "") not in STORED_BACKENDS):
+    if store is not False and (
+        store is not None or getattr(backend, "name", "") not in STORED_BACKENDS
+    ):
         cache = Store(Path(store) if isinstance(store, str | Path) else output / "store.sqlite")
         backend = CachingTeacher(backend, cache)
     price_table = prices if isinstance(prices, dict) else load_prices(prices)
@@ -91,14 +103,30 @@ def annotate(
         if estimate:
             return estimate_cost(task, backend, requests, price_table, model)
         budget = Budget(model, price_table, max_cost=max_cost, max_tokens=max_tokens)
-        summary: dict[str, Any] = {"task": task.name, "teacher": teacher_name, "model": model, "samples": samples, "splits": {}}
+        summary: dict[str, Any] = {
+            "task": task.name,
+            "teacher": teacher_name,
+            "model": model,
+            "samples": samples,
+            "splits": {},
+        }
         for split, split_requests in requests.items():
             if budget.exhausted():
                 break
-            rows = annotate_requests(task, backend, split_requests, budget, desc=f"annotate {task.name}/{split}", quiet=quiet, with_sample=samples > 1)
+            rows = annotate_requests(
+                task,
+                backend,
+                split_requests,
+                budget,
+                desc=f"annotate {task.name}/{split}",
+                quiet=quiet,
+                with_sample=samples > 1,
+            )
             split_summary = summarize(rows)
             if filter_correct:
-                kept = [row for row in rows if row.get("gold_label") is None or row["teacher_correct"]]
+                kept = [
+                    row for row in rows if row.get("gold_label") is None or row["teacher_correct"]
+                ]
                 split_summary["dropped_incorrect"] = len(rows) - len(kept)
                 rows = kept
             split_summary["rows_written"] = len(rows)
@@ -112,9 +140,17 @@ def annotate(
             assert cache is not None
             spent = cache.usage()  # every answer in the store, this run's and earlier ones
             summary["store"] = {
-                "path": str(cache.path), "answered_from_store": backend.hits, "asked": backend.misses,
-                "total_prompt_tokens": spent["prompt_tokens"], "total_completion_tokens": spent["completion_tokens"],
-                "total_cost_usd": round(price_of(spent["prompt_tokens"], spent["completion_tokens"], model, price_table), 6),
+                "path": str(cache.path),
+                "answered_from_store": backend.hits,
+                "asked": backend.misses,
+                "total_prompt_tokens": spent["prompt_tokens"],
+                "total_completion_tokens": spent["completion_tokens"],
+                "total_cost_usd": round(
+                    price_of(
+                        spent["prompt_tokens"], spent["completion_tokens"], model, price_table
+                    ),
+                    6,
+                ),
             }
         if budget.stopped:
             summary["stopped"] = budget.stopped
@@ -126,7 +162,9 @@ def annotate(
             cache.close()
 
 
-def _options(teacher: str, data: str | Path | None, options: dict[str, Any] | None) -> dict[str, Any]:
+def _options(
+    teacher: str, data: str | Path | None, options: dict[str, Any] | None
+) -> dict[str, Any]:
     options = dict(options or {})
     if teacher.endswith("replay"):
         options.setdefault("data", data)
@@ -155,15 +193,22 @@ def rationale_row(task: Task, completion: Completion, with_sample: bool = False)
         "teacher_label": parsed.label,
         "rationale": parsed.rationale,
         "parse_status": parsed.status if completion.error is None else "error",
-        "teacher_correct": None if example.label is None else is_correct(task, parsed.label, example.label),
+        "teacher_correct": None
+        if example.label is None
+        else is_correct(task, parsed.label, example.label),
         "raw": completion.text,
         **({"error": completion.error} if completion.error else {}),
     }
 
 
 def annotate_requests(
-    task: Task, backend: Any, requests: list[Request], budget: Budget | None = None, desc: str = "annotate",
-    quiet: bool = False, with_sample: bool = False,
+    task: Task,
+    backend: Any,
+    requests: list[Request],
+    budget: Budget | None = None,
+    desc: str = "annotate",
+    quiet: bool = False,
+    with_sample: bool = False,
 ) -> list[dict[str, Any]]:
     """Ask every request (stopping early if the budget runs out); rows in request order."""
     by_key: dict[tuple[str, int], dict[str, Any]] = {}
@@ -172,7 +217,9 @@ def annotate_requests(
     try:
         for completion in answers:
             request = completion.request
-            by_key[(request.example.id, request.sample)] = rationale_row(task, completion, with_sample)
+            by_key[(request.example.id, request.sample)] = rationale_row(
+                task, completion, with_sample
+            )
             bar.update(1)
             if budget is not None and not completion.cached:
                 budget.add(completion.usage)
@@ -196,7 +243,9 @@ def annotate_requests(
     return [by_key[key] for key in ((r.example.id, r.sample) for r in requests) if key in by_key]
 
 
-def annotate_examples(task: Task, backend: Any, examples: list[Example], desc: str = "annotate", quiet: bool = False) -> list[dict[str, Any]]:
+def annotate_examples(
+    task: Task, backend: Any, examples: list[Example], desc: str = "annotate", quiet: bool = False
+) -> list[dict[str, Any]]:
     """One rationale row per example (kept for callers of the first version)."""
     return annotate_requests(task, backend, make_requests(task, examples), desc=desc, quiet=quiet)
 
@@ -230,7 +279,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def estimate_cost(
-    task: Task, backend: Any, requests: dict[str, list[Request]], prices: dict[str, dict[str, float]], model: str | None
+    task: Task,
+    backend: Any,
+    requests: dict[str, list[Request]],
+    prices: dict[str, dict[str, float]],
+    model: str | None,
 ) -> dict[str, Any]:
     """Expected tokens and USD of the requests not stored yet; asks nothing.
 
@@ -240,21 +293,42 @@ def estimate_cost(
     """
     inner = getattr(backend, "backend", backend)
     tokenizer = inner.tokenizer() if callable(getattr(inner, "tokenizer", None)) else None
-    answers = [render_answer(task, str(d["rationale"]), str(d["label"])) for d in task.demonstrations]
-    typical = int(sum(count_tokens(a, tokenizer) for a in answers) / len(answers)) if answers else 64
+    answers = [
+        render_answer(task, str(d["rationale"]), str(d["label"])) for d in task.demonstrations
+    ]
+    typical = (
+        int(sum(count_tokens(a, tokenizer) for a in answers) / len(answers)) if answers else 64
+    )
     ceiling = int(getattr(inner, "max_tokens", typical) or typical)
     typical = min(typical, ceiling)
-    result: dict[str, Any] = {"task": task.name, "model": model, "priced": (model or "") in prices, "splits": {}}
+    result: dict[str, Any] = {
+        "task": task.name,
+        "model": model,
+        "priced": (model or "") in prices,
+        "splits": {},
+    }
     totals: Counter[str] = Counter()
     for split, split_requests in requests.items():
-        todo = [r for r in split_requests if not (isinstance(backend, CachingTeacher) and backend.store.has(backend.key(r)))]
+        todo = [
+            r
+            for r in split_requests
+            if not (isinstance(backend, CachingTeacher) and backend.store.has(backend.key(r)))
+        ]
         prompt_tokens = sum(count_tokens(r.prompt, tokenizer) for r in todo)
         entry = {
-            "requests": len(split_requests), "stored": len(split_requests) - len(todo), "to_ask": len(todo),
-            "prompt_tokens": prompt_tokens, "completion_tokens_expected": typical * len(todo), "completion_tokens_max": ceiling * len(todo),
+            "requests": len(split_requests),
+            "stored": len(split_requests) - len(todo),
+            "to_ask": len(todo),
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens_expected": typical * len(todo),
+            "completion_tokens_max": ceiling * len(todo),
         }
-        entry["cost_usd_expected"] = round(price_of(prompt_tokens, entry["completion_tokens_expected"], model, prices), 6)
-        entry["cost_usd_max"] = round(price_of(prompt_tokens, entry["completion_tokens_max"], model, prices), 6)
+        entry["cost_usd_expected"] = round(
+            price_of(prompt_tokens, entry["completion_tokens_expected"], model, prices), 6
+        )
+        entry["cost_usd_max"] = round(
+            price_of(prompt_tokens, entry["completion_tokens_max"], model, prices), 6
+        )
         result["splits"][split] = entry
         totals.update({k: v for k, v in entry.items()})
     result["total"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in totals.items()}

@@ -58,11 +58,25 @@ def bootstrap_demos(
     ``count * attempts`` of them, until ``count`` explanations parse back to the gold label.
     """
     task = task if isinstance(task, Task) else load_task(task)
-    backend = teacher if not isinstance(teacher, str) else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
-    examples = [example for example in load_splits(task, data).get(split, []) if example.label is not None]
+    backend = (
+        teacher
+        if not isinstance(teacher, str)
+        else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
+    )
+    examples = [
+        example for example in load_splits(task, data).get(split, []) if example.label is not None
+    ]
     candidates = examples[: count * attempts]
     requests = [
-        Request(example, build_prompt(task, example.input, example.record, header=rationalization_header(task, example.label or "")))
+        Request(
+            example,
+            build_prompt(
+                task,
+                example.input,
+                example.record,
+                header=rationalization_header(task, example.label or ""),
+            ),
+        )
         for example in candidates
     ]
     fields = [name for name in template_fields(task.question_template) if name != "input"]
@@ -72,7 +86,9 @@ def bootstrap_demos(
     try:
         for completion in answers:
             example = completion.request.example
-            parsed = parse_continuation(completion.text, task, example_choices(task, example.record))
+            parsed = parse_continuation(
+                completion.text, task, example_choices(task, example.record)
+            )
             if completion.error is not None:
                 reason = "error"
             elif parsed.status != OK:
@@ -80,8 +96,18 @@ def bootstrap_demos(
             elif not is_correct(task, parsed.label, example.label):
                 reason = "label differs from gold"
             else:
-                demo = {"input": example.input, **{name: example.record[name] for name in fields if name in example.record}}
-                demonstrations.append({**demo, "rationale": parsed.rationale or "", "label": example.label, "source_id": example.id})
+                demo = {
+                    "input": example.input,
+                    **{name: example.record[name] for name in fields if name in example.record},
+                }
+                demonstrations.append(
+                    {
+                        **demo,
+                        "rationale": parsed.rationale or "",
+                        "label": example.label,
+                        "source_id": example.id,
+                    }
+                )
                 if len(demonstrations) >= count:
                     break
                 continue
@@ -98,6 +124,14 @@ def bootstrap_demos(
         "# each explanation was checked to parse back to its gold label. Review them, then\n"
         "# paste this block into the task YAML (source_id says where each came from).\n"
     )
-    text = header + yaml.safe_dump({"demonstrations": demonstrations}, sort_keys=False, allow_unicode=True, width=100)
+    text = header + yaml.safe_dump(
+        {"demonstrations": demonstrations}, sort_keys=False, allow_unicode=True, width=100
+    )
     atomic_write_text(output, text)
-    return {"task": task.name, "asked": len(requests), "kept": len(demonstrations), "rejected": rejected, "output": str(output)}
+    return {
+        "task": task.name,
+        "asked": len(requests),
+        "kept": len(demonstrations),
+        "rejected": rejected,
+        "output": str(output),
+    }

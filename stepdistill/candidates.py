@@ -51,8 +51,13 @@ def score_candidates(
         if not options:
             raise ValueError(f"input {index}: no candidates to score")
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
-    prompts = [encode_prompt(tokenizer, LABEL_PREFIX, text, max_input_tokens, seq2seq) for text in inputs]
-    targets = [[encode_target(tokenizer, option, max_label_tokens) for option in options] for options in candidates]
+    prompts = [
+        encode_prompt(tokenizer, LABEL_PREFIX, text, max_input_tokens, seq2seq) for text in inputs
+    ]
+    targets = [
+        [encode_target(tokenizer, option, max_label_tokens) for option in options]
+        for options in candidates
+    ]
     # Batches of similar total length keep padding small.
     order = sorted(range(len(inputs)), key=lambda i: len(prompts[i]) + sum(map(len, targets[i])))
     scores: list[list[float]] = [[] for _ in inputs]
@@ -64,10 +69,13 @@ def score_candidates(
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             score = _score_seq2seq if seq2seq else _score_causal
-            log_probs = score(model, tokenizer, [prompts[i] for i in batch], [targets[i] for i in batch])
+            log_probs = score(
+                model, tokenizer, [prompts[i] for i in batch], [targets[i] for i in batch]
+            )
             for i, per_candidate in zip(batch, log_probs, strict=True):
                 scores[i] = [
-                    float(values.sum() if reduce == "sum" else values.mean()) for values in per_candidate
+                    float(values.sum() if reduce == "sum" else values.mean())
+                    for values in per_candidate
                 ]
     model.train(was_training)
     return scores
@@ -82,14 +90,18 @@ def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _score_causal(model: Any, tokenizer: Any, prompts: list[list[int]], targets: list[list[list[int]]]) -> list[list[Any]]:
+def _score_causal(
+    model: Any, tokenizer: Any, prompts: list[list[int]], targets: list[list[list[int]]]
+) -> list[list[Any]]:
     """Per-token log-probs of each candidate, one packed row per example."""
     import torch
 
     rows: list[list[int]] = []
     positions: list[list[int]] = []
     segments: list[list[int]] = []
-    picks: list[list[tuple[list[int], list[int]]]] = []  # per example, per candidate: (predicting positions, tokens)
+    picks: list[
+        list[tuple[list[int], list[int]]]
+    ] = []  # per example, per candidate: (predicting positions, tokens)
     for prompt, options in zip(prompts, targets, strict=True):
         ids, pos, seg = list(prompt), list(range(len(prompt))), [0] * len(prompt)
         row_picks = []
@@ -110,13 +122,16 @@ def _score_causal(model: Any, tokenizer: Any, prompts: list[list[int]], targets:
     pad = _pad_id(tokenizer)
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     position_ids = torch.tensor([p + list(range(width - len(p))) for p in positions])
-    segment = torch.tensor([s + [-1] * (width - len(s)) for s in segments])  # padding: -1, sees only padding
+    # padding: -1, sees only padding
+    segment = torch.tensor([s + [-1] * (width - len(s)) for s in segments])
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     query, key = segment[:, :, None], segment[:, None, :]
     # A token sees earlier tokens of its own segment, and the prompt (segment 0) unless it is padding.
     mask = ((key == query) | ((key == 0) & (query > 0))) & causal
     inputs = {"input_ids": input_ids, "attention_mask": mask[:, None], "position_ids": position_ids}
-    flat_rows = [b for b, row_picks in enumerate(picks) for predicting, _ in row_picks for _ in predicting]
+    flat_rows = [
+        b for b, row_picks in enumerate(picks) for predicting, _ in row_picks for _ in predicting
+    ]
     flat_positions = [p for row_picks in picks for predicting, _ in row_picks for p in predicting]
     flat_tokens = [t for row_picks in picks for _, target in row_picks for t in target]
     select = (torch.tensor(flat_rows), torch.tensor(flat_positions))
@@ -126,11 +141,15 @@ def _score_causal(model: Any, tokenizer: Any, prompts: list[list[int]], targets:
         logits = model.get_output_embeddings()(hidden[select])
     else:
         logits = model(**inputs).logits[select]
-    values = torch.log_softmax(logits.float(), dim=-1)[torch.arange(len(flat_tokens)), torch.tensor(flat_tokens)]
+    values = torch.log_softmax(logits.float(), dim=-1)[
+        torch.arange(len(flat_tokens)), torch.tensor(flat_tokens)
+    ]
     return _split(values, [[len(target) for _, target in row_picks] for row_picks in picks])
 
 
-def _score_seq2seq(model: Any, tokenizer: Any, prompts: list[list[int]], targets: list[list[list[int]]]) -> list[list[Any]]:
+def _score_seq2seq(
+    model: Any, tokenizer: Any, prompts: list[list[int]], targets: list[list[list[int]]]
+) -> list[list[Any]]:
     """Encode each prompt once; decode all candidates of the batch as one batch."""
     import torch
 
@@ -146,7 +165,9 @@ def _score_seq2seq(model: Any, tokenizer: Any, prompts: list[list[int]], targets
     encoded.last_hidden_state = encoded.last_hidden_state[owner]
     logits = model(encoder_outputs=encoded, attention_mask=attention[owner], labels=labels).logits
     keep = labels != -100
-    values = torch.log_softmax(logits[keep].float(), dim=-1)[torch.arange(int(keep.sum())), labels[keep]]
+    values = torch.log_softmax(logits[keep].float(), dim=-1)[
+        torch.arange(int(keep.sum())), labels[keep]
+    ]
     return _split(values, [[len(t) for t in options] for options in targets])
 
 
@@ -165,5 +186,7 @@ def _split(values: Any, lengths: list[list[int]]) -> list[list[Any]]:
 def _plain_head(model: Any) -> bool:
     """Models that post-process logits (soft-capping, scaling) take the full-logits path."""
     config = model.config
-    plain = not any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale"))
+    plain = not any(
+        getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
+    )
     return plain and model.get_output_embeddings() is not None and model.base_model is not model

@@ -27,22 +27,38 @@ def _quiet_libraries() -> None:
 
 def metavar(hint: Any) -> str:
     """``str`` / ``int | None`` rather than ``<class 'str'>`` in --help."""
-    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return (
+        getattr(hint, "__name__", None)
+        if isinstance(hint, type)
+        else str(hint).replace("typing.", "")
+    )
 
 
-def add_config_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None
+) -> None:
     """One flag per TrainConfig field (typed, documented), plus --config and key=value."""
     docs = field_docs(TrainConfig)
     hints = typing.get_type_hints(TrainConfig)
     for name, hint in hints.items():
         default = (defaults or {}).get(name, TrainConfig.__dataclass_fields__[name].default)
         help_text = f"{docs.get(name, '')} (default: {default})"
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=metavar(hint), help=help_text)
-    parser.add_argument("--config", help="YAML file of config values (flags and key=value override it)")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            metavar=metavar(hint),
+            help=help_text,
+        )
+    parser.add_argument(
+        "--config", help="YAML file of config values (flags and key=value override it)"
+    )
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides, e.g. epochs=3")
 
 
-def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:
+def config_from_args(
+    args: argparse.Namespace, defaults: dict[str, Any] | None = None
+) -> TrainConfig:
     values: dict[str, Any] = dict(defaults or {})
     values.update(parse_overrides(args.overrides))
     for name in TrainConfig.__dataclass_fields__:
@@ -73,9 +89,20 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     splits = tuple(args.splits.split(","))
     summary = annotate(
-        args.task, args.teacher, args.output, splits=splits, data=args.data_dir, limit=args.limit,
-        teacher_options=teacher_options(args), samples=args.samples, filter_correct=args.filter_correct,
-        estimate=args.estimate, max_cost=args.max_cost, max_tokens=args.max_tokens, prices=args.prices, store=args.store,
+        args.task,
+        args.teacher,
+        args.output,
+        splits=splits,
+        data=args.data_dir,
+        limit=args.limit,
+        teacher_options=teacher_options(args),
+        samples=args.samples,
+        filter_correct=args.filter_correct,
+        estimate=args.estimate,
+        max_cost=args.max_cost,
+        max_tokens=args.max_tokens,
+        prices=args.prices,
+        store=args.store,
     )
     if args.estimate:
         print(json.dumps(summary, indent=2))
@@ -84,11 +111,15 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     print(f"{'split':<8}{'rows':>8}{'parsed':>9}{'failed':>9}{'written':>9}{'teacher acc':>13}")
     for split, s in summary["splits"].items():
         accuracy = f"{100 * s['teacher_accuracy']:.1f}%" if "teacher_accuracy" in s else "-"
-        print(f"{split:<8}{s['rows']:>8}{s['parsed']:>9}{s['rows'] - s['parsed']:>9}{s['rows_written']:>9}{accuracy:>13}")
+        print(
+            f"{split:<8}{s['rows']:>8}{s['parsed']:>9}{s['rows'] - s['parsed']:>9}{s['rows_written']:>9}{accuracy:>13}"
+        )
         for reason, count in s.get("failures", {}).items():
             print(f"  failed requests: {count} x {reason}")
     usage = summary["usage"]
-    print(f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion; cost ${usage['cost_usd']:.4f}")
+    print(
+        f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion; cost ${usage['cost_usd']:.4f}"
+    )
     if "stopped" in summary:
         print(f"stopped: {summary['stopped']} (everything answered is stored; rerun to continue)")
     return 0
@@ -98,7 +129,12 @@ def cmd_bootstrap_demos(args: argparse.Namespace) -> int:
     from .bootstrap import bootstrap_demos
 
     summary = bootstrap_demos(
-        args.task, args.teacher, args.output, count=args.count, split=args.split, data=args.data_dir,
+        args.task,
+        args.teacher,
+        args.output,
+        count=args.count,
+        split=args.split,
+        data=args.data_dir,
         teacher_options=teacher_options(args),
     )
     print(json.dumps(summary, indent=2))
@@ -109,7 +145,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     # A resumed run takes its saved config from the run folder.
-    metrics = train(TrainConfig(), resume=args.resume) if args.resume else train(config_from_args(args))
+    metrics = (
+        train(TrainConfig(), resume=args.resume) if args.resume else train(config_from_args(args))
+    )
     from .parallel import launch_rank
 
     if launch_rank() == 0:  # under a multi-process launch, rank 0 reports
@@ -136,8 +174,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     summary = predict(
-        args.run_dir, args.input, args.output, rationale=args.rationale, chunk_size=args.chunk_size,
-        batch_size=args.batch_size, limit=args.limit,
+        args.run_dir,
+        args.input,
+        args.output,
+        rationale=args.rationale,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        limit=args.limit,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -147,11 +190,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import ServeSettings, serve
 
     settings = ServeSettings(
-        api_key=args.api_key, model_name=args.model_name, dynamic_batching=not args.no_batching,
-        batch_wait_ms=args.batch_wait_ms, max_inputs=args.max_inputs, max_input_chars=args.max_input_chars,
-        max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens,
+        api_key=args.api_key,
+        model_name=args.model_name,
+        dynamic_batching=not args.no_batching,
+        batch_wait_ms=args.batch_wait_ms,
+        max_inputs=args.max_inputs,
+        max_input_chars=args.max_input_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens,
     )
-    serve(args.run_dir, host=args.host, port=args.port, settings=settings, threads=args.threads, batch_size=args.batch_size)
+    serve(
+        args.run_dir,
+        host=args.host,
+        port=args.port,
+        settings=settings,
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
     return 0
 
 
@@ -172,41 +227,76 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_teacher_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="teacher model name (openai) or folder / hub id (hf)")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument(
+        "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
     parser.add_argument("--temperature", type=float, help="teacher sampling temperature")
     parser.add_argument("--concurrency", type=int, help="requests in flight (openai)")
     parser.add_argument(
-        "--option", action="append", metavar="KEY=VALUE",
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
         help="other teacher options, e.g. style=chat, max_tokens=256, api_key_env=MY_KEY, requests_per_minute=60",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepdistill", description="Distilling step-by-step: small students from LLM rationales.")
+    parser = argparse.ArgumentParser(
+        prog="stepdistill",
+        description="Distilling step-by-step: small students from LLM rationales.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("run", help="the whole pipeline (annotate, train, evaluate); defaults: SVAMP, PaLM replay, SmolLM2-135M, dss")
+    p = commands.add_parser(
+        "run",
+        help="the whole pipeline (annotate, train, evaluate); defaults: SVAMP, PaLM replay, SmolLM2-135M, dss",
+    )
     add_config_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = commands.add_parser("annotate", help="teacher stage: rationales and labels for a task's examples")
+    p = commands.add_parser(
+        "annotate", help="teacher stage: rationales and labels for a task's examples"
+    )
     p.add_argument("--task", default="svamp", help="built-in task or task YAML file")
     p.add_argument("--teacher", default="palm-replay", help="teacher backend or alias")
     p.add_argument("--output", help="output folder (default annotations/<task>-<teacher>)")
     p.add_argument("--splits", default="train,valid,test")
-    p.add_argument("--data-dir", help="benchmark data folder (default $STEPDISTILL_DATA or ../shared/data)")
+    p.add_argument(
+        "--data-dir", help="benchmark data folder (default $STEPDISTILL_DATA or ../shared/data)"
+    )
     p.add_argument("--limit", type=int, help="annotate only the first N examples of each split")
     add_teacher_flags(p)
-    p.add_argument("--samples", type=int, default=1, help="rationales per example (needs --temperature > 0)")
-    p.add_argument("--filter-correct", action="store_true", help="keep only rows whose teacher label matches gold")
-    p.add_argument("--estimate", action="store_true", help="print expected tokens and cost; ask nothing")
-    p.add_argument("--max-cost", type=float, help="stop cleanly after this many USD of new requests")
-    p.add_argument("--max-tokens", type=int, help="stop cleanly after this many new tokens (prompt + completion)")
-    p.add_argument("--prices", help="price table, YAML or JSON: {model: {prompt: USD/1M, completion: USD/1M}}")
-    p.add_argument("--store", help="response store (default <output>/store.sqlite for live teachers)")
+    p.add_argument(
+        "--samples", type=int, default=1, help="rationales per example (needs --temperature > 0)"
+    )
+    p.add_argument(
+        "--filter-correct",
+        action="store_true",
+        help="keep only rows whose teacher label matches gold",
+    )
+    p.add_argument(
+        "--estimate", action="store_true", help="print expected tokens and cost; ask nothing"
+    )
+    p.add_argument(
+        "--max-cost", type=float, help="stop cleanly after this many USD of new requests"
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="stop cleanly after this many new tokens (prompt + completion)",
+    )
+    p.add_argument(
+        "--prices", help="price table, YAML or JSON: {model: {prompt: USD/1M, completion: USD/1M}}"
+    )
+    p.add_argument(
+        "--store", help="response store (default <output>/store.sqlite for live teachers)"
+    )
     p.set_defaults(func=cmd_annotate)
 
-    p = commands.add_parser("bootstrap-demos", help="few-shot demonstrations from labelled examples, explained by a teacher")
+    p = commands.add_parser(
+        "bootstrap-demos",
+        help="few-shot demonstrations from labelled examples, explained by a teacher",
+    )
     p.add_argument("--task", required=True, help="built-in task or task YAML file")
     p.add_argument("--teacher", required=True, help="teacher backend or alias")
     p.add_argument("--output", required=True, help="YAML file of demonstrations to review")
@@ -218,23 +308,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="student stage: train one student into a new run folder")
     add_config_flags(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint (its saved config is used)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed run from its last checkpoint (its saved config is used)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="recompute a run's metrics from its saved model")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--limit", type=int)
-    p.add_argument("--rescore", action="store_true", help="re-score the saved predictions only (no model)")
+    p.add_argument(
+        "--rescore", action="store_true", help="re-score the saved predictions only (no model)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = commands.add_parser("predict", help="label a JSONL / CSV file with a trained student (resumable)")
+    p = commands.add_parser(
+        "predict", help="label a JSONL / CSV file with a trained student (resumable)"
+    )
     p.add_argument("run_dir", help="run folder (or any HF model folder)")
     p.add_argument("--input", required=True, help="JSONL / JSON / CSV file of task records")
     p.add_argument("--output", required=True, help="JSONL file; rows already there are skipped")
     p.add_argument("--rationale", action="store_true", help="also generate a rationale per row")
-    p.add_argument("--chunk-size", type=int, default=256, help="rows read, predicted and appended at a time")
-    p.add_argument("--batch-size", type=int, help="inputs per generate call (default: the run's eval_batch_size)")
+    p.add_argument(
+        "--chunk-size", type=int, default=256, help="rows read, predicted and appended at a time"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="inputs per generate call (default: the run's eval_batch_size)",
+    )
     p.add_argument("--limit", type=int, help="only the first N rows")
     p.set_defaults(func=cmd_predict)
 
@@ -242,10 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run folder (or any HF causal / seq2seq model folder)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default $STEPDISTILL_API_KEY)")
-    p.add_argument("--model-name", help="model id reported by /v1/models (default: the folder name)")
+    p.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' (default $STEPDISTILL_API_KEY)"
+    )
+    p.add_argument(
+        "--model-name", help="model id reported by /v1/models (default: the folder name)"
+    )
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait for more requests before a model call")
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="wait for more requests before a model call",
+    )
     p.add_argument("--batch-size", type=int, help="inputs per generate call")
     p.add_argument("--max-inputs", type=int, default=64, help="inputs or prompts per request")
     p.add_argument("--max-input-chars", type=int, default=20_000, help="characters per input")
@@ -254,12 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.set_defaults(func=cmd_serve)
 
-    p = commands.add_parser("sweep", help="run a grid of trainings from a YAML file; skips runs already done")
+    p = commands.add_parser(
+        "sweep", help="run a grid of trainings from a YAML file; skips runs already done"
+    )
     p.add_argument("sweep_file")
     p.add_argument("--dry-run", action="store_true", help="list the runs to do; train nothing")
     p.set_defaults(func=cmd_sweep)
 
-    p = commands.add_parser("report", help="markdown tables and PNG plots from a sweep's results file")
+    p = commands.add_parser(
+        "report", help="markdown tables and PNG plots from a sweep's results file"
+    )
     p.add_argument("results", help="results.jsonl written by `stepdistill sweep`")
     p.add_argument("--output", help="folder (default: report/ next to the results file)")
     p.set_defaults(func=cmd_report)
@@ -275,7 +392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, StudentError, TaskError, FileNotFoundError, ValueError) as error:
+    except (
+        ConfigError,
+        DataError,
+        StudentError,
+        TaskError,
+        FileNotFoundError,
+        ValueError,
+    ) as error:
         print(f"stepdistill {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -123,7 +123,9 @@ class TrainConfig:
         if not 0 < self.train_fraction <= 1:
             raise ConfigError("train_fraction must be in (0, 1]")
         if self.batch_size < 1 or self.learning_rate <= 0 or self.rationale_weight < 0:
-            raise ConfigError("batch_size >= 1, learning_rate > 0 and rationale_weight >= 0 are required")
+            raise ConfigError(
+                "batch_size >= 1, learning_rate > 0 and rationale_weight >= 0 are required"
+            )
         if self.max_steps is None and self.epochs <= 0:
             raise ConfigError("epochs must be > 0 (or set max_steps)")
         for name in ("train_limit", "eval_limit", "valid_limit"):
@@ -157,7 +159,9 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     """Turn a YAML / command-line value into the field's type."""
-    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    options = (
+        typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    )
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
         if type(None) in options:
             return None
@@ -192,7 +196,9 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**coerced)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
     """YAML file (optional) then overrides, later wins."""
     values: dict[str, Any] = {}
     if path is not None:
@@ -216,4 +222,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return result
 
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "make_config", "parse_overrides", "MODES", "field"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "make_config",
+    "parse_overrides",
+    "MODES",
+    "field",
+]

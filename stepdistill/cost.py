@@ -35,12 +35,22 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, float]]:
         raise ValueError(f"{path}: a price table maps model names to {{prompt: X, completion: Y}}")
     for model, entry in loaded.items():
         if not isinstance(entry, dict) or not {"prompt", "completion"} <= set(entry):
-            raise ValueError(f"{path}: price of {model!r} needs 'prompt' and 'completion' (USD per 1M tokens)")
-        prices[str(model)] = {"prompt": float(entry["prompt"]), "completion": float(entry["completion"])}
+            raise ValueError(
+                f"{path}: price of {model!r} needs 'prompt' and 'completion' (USD per 1M tokens)"
+            )
+        prices[str(model)] = {
+            "prompt": float(entry["prompt"]),
+            "completion": float(entry["completion"]),
+        }
     return prices
 
 
-def price_of(prompt_tokens: int, completion_tokens: int, model: str | None, prices: dict[str, dict[str, float]]) -> float:
+def price_of(
+    prompt_tokens: int,
+    completion_tokens: int,
+    model: str | None,
+    prices: dict[str, dict[str, float]],
+) -> float:
     """USD for these tokens; 0 for a model the table does not know."""
     entry = prices.get(model or "")
     if entry is None:
@@ -95,6 +105,10 @@ class Budget:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "requests": self.requests, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "cost_usd": round(self.cost, 6), "priced": (self.model or "") in self.prices, **({"stopped": self.stopped} if self.stopped else {}),
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 6),
+            "priced": (self.model or "") in self.prices,
+            **({"stopped": self.stopped} if self.stopped else {}),
         }

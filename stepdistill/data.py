@@ -109,7 +109,10 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                yield line_number, _json_object(path, line_number, line, last=not line.endswith("\n"))
+                yield (
+                    line_number,
+                    _json_object(path, line_number, line, last=not line.endswith("\n")),
+                )
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
 
@@ -119,13 +122,17 @@ def _json_object(path: Path, line_number: int, line: str, last: bool) -> dict[st
         row = json.loads(line)
     except json.JSONDecodeError as error:
         truncated = "; the file ends mid-line (truncated?)" if last else ""
-        raise DataError(f"{path}:{line_number}: invalid JSON ({error.msg} at column {error.colno}){truncated}") from None
+        raise DataError(
+            f"{path}:{line_number}: invalid JSON ({error.msg} at column {error.colno}){truncated}"
+        ) from None
     except RecursionError:
         raise DataError(f"{path}:{line_number}: JSON nested too deeply") from None
     if not isinstance(row, dict):
         raise DataError(f"{path}:{line_number}: expected a JSON object per line, got {_kind(row)}")
     if "\\u" in line and _has_lone_surrogate(row):
-        raise DataError(f"{path}:{line_number}: text with an invalid \\u escape (a lone UTF-16 surrogate)")
+        raise DataError(
+            f"{path}:{line_number}: text with an invalid \\u escape (a lone UTF-16 surrogate)"
+        )
     return row
 
 
@@ -165,16 +172,24 @@ def _read_json_list(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
             except RecursionError:
                 raise DataError(f"{path}:{start}: JSON nested too deeply") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{start}: expected a list of JSON objects, got {_kind(row)}")
+                raise DataError(
+                    f"{path}:{start}: expected a list of JSON objects, got {_kind(row)}"
+                )
             if _has_lone_surrogate(row):
-                raise DataError(f"{path}:{start}: text with an invalid \\u escape (a lone UTF-16 surrogate)")
+                raise DataError(
+                    f"{path}:{start}: text with an invalid \\u escape (a lone UTF-16 surrogate)"
+                )
             yield start, row
             position = _skip_space(text, position)
             if text.startswith("]", position):
                 position += 1
                 break
             if not text.startswith(",", position):
-                where = "the file ends inside the list (truncated?)" if position >= len(text) else "expected ',' or ']'"
+                where = (
+                    "the file ends inside the list (truncated?)"
+                    if position >= len(text)
+                    else "expected ',' or ']'"
+                )
                 raise DataError(f"{path}:{line_at(position)}: invalid JSON: {where}")
             position = _skip_space(text, position + 1)
     position = _skip_space(text, position)
@@ -186,9 +201,14 @@ def _kind(value: Any) -> str:
     """A JSON value's kind in JSON's words, for error messages."""
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -215,7 +235,9 @@ def _utf8_error(path: Path) -> DataError:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                return DataError(f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start + 1} of the line)")
+                return DataError(
+                    f"{path}:{line_number}: not valid UTF-8 ({error.reason} at byte {error.start + 1} of the line)"
+                )
     return DataError(f"{path}: not valid UTF-8")
 
 
@@ -279,7 +301,9 @@ def format_input(task: Task, record: dict[str, Any], where: str) -> str:
     try:
         text = task.input_template.format_map(record)
     except KeyError as error:
-        raise DataError(f"{where}: missing field {error.args[0]!r} (needed by the task's input template)") from None
+        raise DataError(
+            f"{where}: missing field {error.args[0]!r} (needed by the task's input template)"
+        ) from None
     except (IndexError, TypeError, ValueError, AttributeError) as error:
         raise DataError(f"{where}: field does not fit the input template: {error}") from None
     if not text.strip():
@@ -297,7 +321,9 @@ def record_id(record: dict[str, Any], id_field: str | None, where: str) -> str |
         return None
     value = record[id_field]
     if not isinstance(value, str | int) or isinstance(value, bool):
-        raise DataError(f"{where}: id field {id_field!r} is {_kind(value)}; expected text or a whole number")
+        raise DataError(
+            f"{where}: id field {id_field!r} is {_kind(value)}; expected text or a whole number"
+        )
     if isinstance(value, str) and not value.strip():
         raise DataError(f"{where}: id field {id_field!r} is empty")
     return str(value)
@@ -310,7 +336,9 @@ def gold_label(task: Task, record: dict[str, Any], where: str) -> str | None:
     if value is None or value == "":
         return None  # an unlabeled row: the common case for a user's own training data
     if not _is_text(value):
-        raise DataError(f"{where}: label field {task.label_field!r} is {_kind(value)}; expected text or a number")
+        raise DataError(
+            f"{where}: label field {task.label_field!r} is {_kind(value)}; expected text or a number"
+        )
     if task.label_map is not None:
         mapped = task.label_map.get(value, task.label_map.get(str(value)))
         if mapped is None:
@@ -355,7 +383,10 @@ def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Ex
     """Train / valid / test examples of a task, validation carved where the files have none."""
     needs_data = any("{data}" in f for f in task.files.values())
     root = data_dir(data) if needs_data else None
-    splits = {name: read_split(task, name, expand_path(file, task, root)) for name, file in task.files.items()}
+    splits = {
+        name: read_split(task, name, expand_path(file, task, root))
+        for name, file in task.files.items()
+    }
     carve = task.validation
     if carve and "valid" not in splits:
         source = carve.get("from", "train")
@@ -363,7 +394,11 @@ def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Ex
         order = list(range(len(pool)))
         # A fixed permutation: the same validation set on every run and machine.
         random.Random(carve.get("seed", 0)).shuffle(order)
-        size = int(carve["size"]) if "size" in carve else round(len(pool) * float(carve.get("fraction", 0.1)))
+        size = (
+            int(carve["size"])
+            if "size" in carve
+            else round(len(pool) * float(carve.get("fraction", 0.1)))
+        )
         held = set(order[:size])
         splits["valid"] = [pool[i] for i in sorted(held)]
         splits[source] = [pool[i] for i in range(len(pool)) if i not in held]
@@ -377,7 +412,9 @@ def load_hub_split(spec: str) -> list[dict[str, Any]]:
     try:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
-        raise DataError("hub datasets need the 'datasets' package: pip install 'stepdistill[hub]'") from None
+        raise DataError(
+            "hub datasets need the 'datasets' package: pip install 'stepdistill[hub]'"
+        ) from None
     _, rest = spec.split(":", 1)
     name, _, split = rest.rpartition(":")
     name, _, config = name.partition("@")

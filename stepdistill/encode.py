@@ -31,7 +31,9 @@ class EncodedRow:
     kind: int
 
 
-def encode_prompt(tokenizer: Any, prefix: str, text: str, max_tokens: int, seq2seq: bool) -> list[int]:
+def encode_prompt(
+    tokenizer: Any, prefix: str, text: str, max_tokens: int, seq2seq: bool
+) -> list[int]:
     """Prefix + input (its last tokens kept when too long: the question is at the end)."""
     head = tokenizer.encode(prefix, add_special_tokens=False)
     tail = tokenizer.encode(SEPARATOR, add_special_tokens=False) if not seq2seq else []
@@ -50,7 +52,11 @@ def encode_target(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
 
 
 def single_target(rationale: str | None, label: str) -> str:
-    return f"{rationale}{SINGLE_ANSWER_MARKER}{label}" if rationale else f"{SINGLE_ANSWER_MARKER.strip()} {label}"
+    return (
+        f"{rationale}{SINGLE_ANSWER_MARKER}{label}"
+        if rationale
+        else f"{SINGLE_ANSWER_MARKER.strip()} {label}"
+    )
 
 
 def label_from_single(text: str) -> str | None:

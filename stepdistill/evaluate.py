@@ -22,7 +22,11 @@ def autocast(enabled: bool | None) -> Any:
 
     from .precision import use_bf16
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(enabled) else contextlib.nullcontext()
+    return (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if use_bf16(enabled)
+        else contextlib.nullcontext()
+    )
 
 
 def generate(
@@ -52,11 +56,15 @@ def generate(
             width = max(len(prompts[i]) for i in batch)
             # Decoder-only models continue the prompt, so pad on the left; seq2seq on the right.
             rows = [
-                prompts[i] + [pad] * (width - len(prompts[i])) if seq2seq else [pad] * (width - len(prompts[i])) + prompts[i]
+                prompts[i] + [pad] * (width - len(prompts[i]))
+                if seq2seq
+                else [pad] * (width - len(prompts[i])) + prompts[i]
                 for i in batch
             ]
             mask = [
-                [1] * len(prompts[i]) + [0] * (width - len(prompts[i])) if seq2seq else [0] * (width - len(prompts[i])) + [1] * len(prompts[i])
+                [1] * len(prompts[i]) + [0] * (width - len(prompts[i]))
+                if seq2seq
+                else [0] * (width - len(prompts[i])) + [1] * len(prompts[i])
                 for i in batch
             ]
             input_ids = torch.tensor(rows)
@@ -92,17 +100,35 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Labels (and rationales when asked) for formatted task inputs."""
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
-    prompts = [encode_prompt(tokenizer, LABEL_PREFIX, text, max_input_tokens, seq2seq) for text in inputs]
+    prompts = [
+        encode_prompt(tokenizer, LABEL_PREFIX, text, max_input_tokens, seq2seq) for text in inputs
+    ]
     if mode == "single":
         # One target holds the rationale then the label: generate both, read the label.
-        raw = generate(model, tokenizer, prompts, max_rationale_tokens + task.max_label_tokens + 8, batch_size, bf16, desc)
-        results = [{"prediction": _normal(task, label_from_single(text)), "raw": text} for text in raw]
+        raw = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_rationale_tokens + task.max_label_tokens + 8,
+            batch_size,
+            bf16,
+            desc,
+        )
+        results = [
+            {"prediction": _normal(task, label_from_single(text)), "raw": text} for text in raw
+        ]
     else:
         raw = generate(model, tokenizer, prompts, task.max_label_tokens, batch_size, bf16, desc)
         results = [{"prediction": _normal(task, text), "raw": text} for text in raw]
     if rationale and mode != "single":
-        rationale_prompts = [encode_prompt(tokenizer, RATIONALE_PREFIX, t, max_input_tokens, seq2seq) for t in inputs]
-        for result, text in zip(results, generate(model, tokenizer, rationale_prompts, max_rationale_tokens, batch_size, bf16), strict=True):
+        rationale_prompts = [
+            encode_prompt(tokenizer, RATIONALE_PREFIX, t, max_input_tokens, seq2seq) for t in inputs
+        ]
+        for result, text in zip(
+            results,
+            generate(model, tokenizer, rationale_prompts, max_rationale_tokens, batch_size, bf16),
+            strict=True,
+        ):
             result["rationale"] = text
     return results
 
@@ -113,7 +139,9 @@ def _normal(task: Task, text: str | None) -> str | None:
     return normalize_label(text, task.normalize)
 
 
-def score(task: Task, examples: list[Any], predictions: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+def score(
+    task: Task, examples: list[Any], predictions: list[dict[str, Any]]
+) -> tuple[float, list[dict[str, Any]]]:
     """Accuracy and per-example rows (id, input, gold, prediction, raw, correct)."""
     rows = []
     for example, prediction in zip(examples, predictions, strict=True):
@@ -133,7 +161,9 @@ def score(task: Task, examples: list[Any], predictions: list[dict[str, Any]]) ->
     return accuracy, rows
 
 
-def evaluate(run_dir: str | Path, split: str = "test", limit: int | None = None, rescore: bool = False) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path, split: str = "test", limit: int | None = None, rescore: bool = False
+) -> dict[str, Any]:
     """Recompute a run's metrics: regenerate predictions from its saved model (or, with
     ``rescore``, re-score its saved predictions) and write ``eval-<split>.json``."""
     from .data import load_splits
@@ -159,13 +189,25 @@ def evaluate(run_dir: str | Path, split: str = "test", limit: int | None = None,
             examples = evaluation_inputs(config, task, examples, split)
         model, tokenizer = load_student(str(Path(run_dir) / "model"))
         predictions = predict(
-            model, tokenizer, task, [e.input for e in examples], config.mode,
-            max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
-            batch_size=config.eval_batch_size, bf16=config.bf16, desc=f"evaluate {split}",
+            model,
+            tokenizer,
+            task,
+            [e.input for e in examples],
+            config.mode,
+            max_input_tokens=config.max_input_tokens,
+            max_rationale_tokens=config.max_rationale_tokens,
+            batch_size=config.eval_batch_size,
+            bf16=config.bf16,
+            desc=f"evaluate {split}",
         )
         accuracy, rows = score(task, examples, predictions)
         write_jsonl(Path(run_dir) / "eval" / f"{split}.jsonl", rows)
-    result = {"run": str(run_dir), "split": split, "examples": len(rows), "accuracy": accuracy, "rescored": rescore}
+    result = {
+        "run": str(run_dir),
+        "split": split,
+        "examples": len(rows),
+        "accuracy": accuracy,
+        "rescored": rescore,
+    }
     write_json(Path(run_dir) / "eval" / f"{split}-metrics.json", result)
     return result
-

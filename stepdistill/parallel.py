@@ -111,7 +111,10 @@ class Processes:
         import torch
         import torch.distributed as dist
 
-        pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in parameters]
+        pieces = [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float()
+            for p in parameters
+        ]
         present = [float(p.grad is not None) for p in parameters]
         flat = torch.cat([*pieces, torch.tensor(present + list(extra), dtype=torch.float32)])
         dist.all_reduce(flat)

@@ -31,6 +31,9 @@ def use_bf16(setting: bool | None, device: str = "cpu") -> bool:
     if setting is None:
         return bf16_supported(device)
     if setting and not bf16_supported(device):
-        warnings.warn(f"bf16 was asked for, but this {device.upper()} has no native bf16 arithmetic: expect it to run many "
-                      "times slower than fp32 (set bf16 to null or false)", stacklevel=2)
+        warnings.warn(
+            f"bf16 was asked for, but this {device.upper()} has no native bf16 arithmetic: expect it to run many "
+            "times slower than fp32 (set bf16 to null or false)",
+            stacklevel=2,
+        )
     return bool(setting)

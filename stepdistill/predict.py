@@ -53,13 +53,20 @@ def predict(
         total += 1
     skipped = predicted = 0
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with output_path.open("a", encoding="utf-8") as out, tqdm(total=total, desc="predict", disable=not progress, unit="row") as bar:
+    with (
+        output_path.open("a", encoding="utf-8") as out,
+        tqdm(total=total, desc="predict", disable=not progress, unit="row") as bar,
+    ):
         for chunk in chunks(_rows(input_path, id_field, limit), chunk_size):
-            todo = [(row_id, record, where) for row_id, record, where in chunk if row_id not in done]
+            todo = [
+                (row_id, record, where) for row_id, record, where in chunk if row_id not in done
+            ]
             skipped += len(chunk) - len(todo)
             if todo:
                 texts = [student.format(record, where) for _, record, where in todo]
-                for (row_id, _, _), prediction in zip(todo, student.predict(texts, rationale=rationale), strict=True):
+                for (row_id, _, _), prediction in zip(
+                    todo, student.predict(texts, rationale=rationale), strict=True
+                ):
                     row = {"id": row_id, "prediction": prediction.label, "raw": prediction.raw}
                     if prediction.rationale is not None:
                         row["rationale"] = prediction.rationale
@@ -67,10 +74,17 @@ def predict(
                 out.flush()
                 predicted += len(todo)
             bar.update(len(chunk))
-    return {"output": str(output_path), "records": skipped + predicted, "skipped": skipped, "predicted": predicted}
+    return {
+        "output": str(output_path),
+        "records": skipped + predicted,
+        "skipped": skipped,
+        "predicted": predicted,
+    }
 
 
-def _rows(path: str | Path, id_field: str, limit: int | None) -> Iterator[tuple[str, dict[str, Any], str]]:
+def _rows(
+    path: str | Path, id_field: str, limit: int | None
+) -> Iterator[tuple[str, dict[str, Any], str]]:
     """(id, record, "file:line") per row; duplicate ids are an error (resume relies on them)."""
     seen: set[str] = set()
     for index, (line, record) in enumerate(read_records(path)):
@@ -108,5 +122,7 @@ def existing_ids(path: Path) -> set[str]:
         try:
             ids.add(str(json.loads(line)["id"]))
         except (ValueError, KeyError, TypeError):
-            raise DataError(f"{path}:{number}: not a prediction row; use another --output or fix the file") from None
+            raise DataError(
+                f"{path}:{number}: not a prediction row; use another --output or fix the file"
+            ) from None
     return ids

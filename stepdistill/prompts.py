@@ -17,7 +17,9 @@ def render_fields(task: Task, template: str, fields: dict[str, Any]) -> str:
     try:
         return template.format(**fields)
     except (KeyError, IndexError) as error:
-        raise TaskError(f"task {task.name}: template {template!r} names {error}, which the example does not have") from None
+        raise TaskError(
+            f"task {task.name}: template {template!r} names {error}, which the example does not have"
+        ) from None
 
 
 def render_question(task: Task, input_text: str, record: dict[str, Any] | None = None) -> str:
@@ -33,15 +35,21 @@ def render_answer(task: Task, rationale: str, label: str) -> str:
 def render_demonstration(task: Task, demonstration: dict[str, Any]) -> str:
     """One worked example: question, then rationale and label."""
     if not {"rationale", "label"} <= set(demonstration):
-        raise TaskError(f"task {task.name}: a demonstration needs 'rationale' and 'label' (has {sorted(demonstration)})")
+        raise TaskError(
+            f"task {task.name}: a demonstration needs 'rationale' and 'label' (has {sorted(demonstration)})"
+        )
     input_text = demonstration.get("input")
     if input_text is None:  # a demonstration given as record fields (premise, hypothesis)
         input_text = render_fields(task, task.input_template, demonstration)
     question = render_question(task, input_text, demonstration)
-    return question + render_answer(task, str(demonstration["rationale"]), str(demonstration["label"]))
+    return question + render_answer(
+        task, str(demonstration["rationale"]), str(demonstration["label"])
+    )
 
 
-def build_prompt(task: Task, input_text: str, record: dict[str, Any] | None = None, header: str = "") -> str:
+def build_prompt(
+    task: Task, input_text: str, record: dict[str, Any] | None = None, header: str = ""
+) -> str:
     """Demonstrations, then ``header`` (if any) and the question for this input."""
     parts = [render_demonstration(task, demo) for demo in task.demonstrations]
     parts.append(header + render_question(task, input_text, record))

@@ -59,7 +59,9 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], d
     for row in rows:
         if row.get("test_accuracy") is None:
             continue
-        groups[row["task"]][(variant(row), float(row["train_fraction"]))].append(100 * float(row["test_accuracy"]))
+        groups[row["task"]][(variant(row), float(row["train_fraction"]))].append(
+            100 * float(row["test_accuracy"])
+        )
     result: dict[str, dict[tuple[str, float], dict[str, Any]]] = {}
     for task, cells in groups.items():
         result[task] = {}
@@ -76,43 +78,73 @@ COMPARISONS = (("dss", "standard"), ("dss", "single"), ("dss-teacher", "distill"
 training, and (teacher labels only) against standard distillation."""
 
 
-def paired_differences(rows: list[dict[str, Any]], task: str, better: str, baseline: str) -> dict[float, dict[str, Any]]:
+def paired_differences(
+    rows: list[dict[str, Any]], task: str, better: str, baseline: str
+) -> dict[float, dict[str, Any]]:
     """fraction -> A − B test accuracy (points), paired by seed: mean, se, n, wins."""
     runs: dict[tuple[str, float, int], float] = {}
     for row in rows:
         if row["task"] == task and row.get("test_accuracy") is not None:
-            runs[(variant(row), float(row["train_fraction"]), int(row["seed"]))] = 100 * float(row["test_accuracy"])
+            runs[(variant(row), float(row["train_fraction"]), int(row["seed"]))] = 100 * float(
+                row["test_accuracy"]
+            )
     result: dict[float, dict[str, Any]] = {}
     for fraction in sorted({f for _, f, _ in runs}):
-        seeds = sorted(s for name, f, s in runs if name == better and f == fraction and (baseline, f, s) in runs)
+        seeds = sorted(
+            s
+            for name, f, s in runs
+            if name == better and f == fraction and (baseline, f, s) in runs
+        )
         if not seeds:
             continue
         differences = [runs[(better, fraction, s)] - runs[(baseline, fraction, s)] for s in seeds]
         mean, se = mean_se(differences)
-        result[fraction] = {"mean": mean, "se": se, "n": len(seeds), "wins": sum(d > 0 for d in differences)}
+        result[fraction] = {
+            "mean": mean,
+            "se": se,
+            "n": len(seeds),
+            "wins": sum(d > 0 for d in differences),
+        }
     return result
 
 
-def comparison_lines(rows: list[dict[str, Any]], task: str, cells: dict[tuple[str, float], dict[str, Any]]) -> list[str]:
+def comparison_lines(
+    rows: list[dict[str, Any]], task: str, cells: dict[tuple[str, float], dict[str, Any]]
+) -> list[str]:
     """Markdown: each claim's paired difference, and the data needed to match standard
     fine-tuning on all the data."""
     lines: list[str] = []
     for better, baseline in COMPARISONS:
         for fraction, d in paired_differences(rows, task, better, baseline).items():
             spread = f" ± {d['se']:.1f}" if d["n"] > 1 else ""
-            lines.append(f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% | {d['mean']:+.1f}{spread} "
-                         f"| {d['wins']} of {d['n']} |")
+            lines.append(
+                f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% | {d['mean']:+.1f}{spread} "
+                f"| {d['wins']} of {d['n']} |"
+            )
     if lines:
-        lines = ["Paired by seed (same seed, same data): difference in test accuracy, points; mean ± standard "
-                 "error over seeds, and in how many seeds the first was higher.", "",
-                 "| comparison | data | difference | first higher |", "|---|---|---|---|", *lines, ""]
+        lines = [
+            "Paired by seed (same seed, same data): difference in test accuracy, points; mean ± standard "
+            "error over seeds, and in how many seeds the first was higher.",
+            "",
+            "| comparison | data | difference | first higher |",
+            "|---|---|---|---|",
+            *lines,
+            "",
+        ]
     fractions = sorted({f for _, f in cells})
     if fractions and ("standard", fractions[-1]) in cells and len(fractions) > 1:
         target = cells[("standard", fractions[-1])]["mean"]
-        enough = [f for f in fractions if ("dss", f) in cells and cells[("dss", f)]["mean"] >= target]
-        found = f"with {100 * enough[0]:g}% of the data" if enough else "at none of the fractions run"
-        lines += [f"Standard fine-tuning on {100 * fractions[-1]:g}% of the data: {target:.1f}%. "
-                  f"Distilling step-by-step matches or beats that mean {found}.", ""]
+        enough = [
+            f for f in fractions if ("dss", f) in cells and cells[("dss", f)]["mean"] >= target
+        ]
+        found = (
+            f"with {100 * enough[0]:g}% of the data" if enough else "at none of the fractions run"
+        )
+        lines += [
+            f"Standard fine-tuning on {100 * fractions[-1]:g}% of the data: {target:.1f}%. "
+            f"Distilling step-by-step matches or beats that mean {found}.",
+            "",
+        ]
     return lines
 
 
@@ -122,7 +154,11 @@ def percent(value: Any) -> str:
 
 
 def teacher_line(rows: list[dict[str, Any]], task: str) -> float | None:
-    values = [r["teacher_test_accuracy"] for r in rows if r["task"] == task and r.get("teacher_test_accuracy") is not None]
+    values = [
+        r["teacher_test_accuracy"]
+        for r in rows
+        if r["task"] == task and r.get("teacher_test_accuracy") is not None
+    ]
     return 100 * statistics.fmean(values) if values else None
 
 
@@ -134,10 +170,18 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
     output = Path(output) if output else Path(results).parent / "report"
     output.mkdir(parents=True, exist_ok=True)
     table = aggregate(rows)
-    lines = ["# Results", "", f"From `{results}` ({len(rows)} runs). Test accuracy (%), mean ± standard error over seeds (n = seeds).", ""]
+    lines = [
+        "# Results",
+        "",
+        f"From `{results}` ({len(rows)} runs). Test accuracy (%), mean ± standard error over seeds (n = seeds).",
+        "",
+    ]
     for task, cells in sorted(table.items()):
         fractions = sorted({fraction for _, fraction in cells})
-        variants = sorted({name for name, _ in cells}, key=lambda v: list(MODE_NAMES).index(v) if v in MODE_NAMES else 99)
+        variants = sorted(
+            {name for name, _ in cells},
+            key=lambda v: list(MODE_NAMES).index(v) if v in MODE_NAMES else 99,
+        )
         lines += [f"## {task}", ""]
         teacher = teacher_line(rows, task)
         if teacher is not None:
@@ -154,18 +198,29 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines += comparison_lines(rows, task, cells)
         for png in plot_task(task, cells, teacher, output):
             lines += [f"![{png.stem}]({png.name})", ""]
-    lines += ["## Every run", "", "| run | valid % | test % | best step / steps | minutes | precision |", "|---|---:|---:|---:|---:|---|"]
+    lines += [
+        "## Every run",
+        "",
+        "| run | valid % | test % | best step / steps | minutes | precision |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for row in rows:
-        minutes = f"{float(row['wall_seconds']) / 60:.1f}" if row.get("wall_seconds") is not None else ""
-        lines.append(f"| {row.get('run_id', '')} | {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
-                     f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} | {PRECISION.get(row.get('bf16'), '')} |")
+        minutes = (
+            f"{float(row['wall_seconds']) / 60:.1f}" if row.get("wall_seconds") is not None else ""
+        )
+        lines.append(
+            f"| {row.get('run_id', '')} | {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
+            f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} | {PRECISION.get(row.get('bf16'), '')} |"
+        )
     lines.append("")
     path = output / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
 
 
-def plot_task(task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher: float | None, output: Path) -> list[Path]:
+def plot_task(
+    task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher: float | None, output: Path
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,22 +229,36 @@ def plot_task(task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher
     written: list[Path] = []
     fractions = sorted({fraction for _, fraction in cells})
     for baseline in ("standard", "distill"):
-        if len(fractions) < 2 or not any(name == baseline for name, _ in cells) or not any(name.startswith("dss") for name, _ in cells):
+        if (
+            len(fractions) < 2
+            or not any(name == baseline for name, _ in cells)
+            or not any(name.startswith("dss") for name, _ in cells)
+        ):
             continue
         figure, axis = plt.subplots(figsize=(6, 4))
-        for name in (["dss", baseline] if baseline == "standard" else ["dss-teacher", "dss", baseline]):
+        for name in (
+            ["dss", baseline] if baseline == "standard" else ["dss-teacher", "dss", baseline]
+        ):
             points = [(f, cells[(name, f)]) for f in fractions if (name, f) in cells]
             if not points:
                 continue
-            axis.errorbar([100 * f for f, _ in points], [c["mean"] for _, c in points], yerr=[c["se"] for _, c in points],
-                          marker="o", capsize=4, label=MODE_NAMES.get(name, name))
+            axis.errorbar(
+                [100 * f for f, _ in points],
+                [c["mean"] for _, c in points],
+                yerr=[c["se"] for _, c in points],
+                marker="o",
+                capsize=4,
+                label=MODE_NAMES.get(name, name),
+            )
         if teacher is not None:
             axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
         axis.set_xscale("log", base=2)
         axis.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
         axis.set_xlabel("training data used (% of the training split)")
         axis.set_ylabel("test accuracy (%)")
-        axis.set_title(f"{task}: distilling step-by-step vs {MODE_NAMES[baseline].split(' (')[0]}", fontsize=10)
+        axis.set_title(
+            f"{task}: distilling step-by-step vs {MODE_NAMES[baseline].split(' (')[0]}", fontsize=10
+        )
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -202,8 +271,17 @@ def plot_task(task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher
     if bars:
         figure, axis = plt.subplots(figsize=(7, 4))
         positions = range(len(bars))
-        axis.bar(positions, [c["mean"] for _, c in bars], yerr=[c["se"] for _, c in bars], capsize=5, color="tab:blue", alpha=0.8)
-        axis.set_xticks(list(positions), [MODE_NAMES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7)
+        axis.bar(
+            positions,
+            [c["mean"] for _, c in bars],
+            yerr=[c["se"] for _, c in bars],
+            capsize=5,
+            color="tab:blue",
+            alpha=0.8,
+        )
+        axis.set_xticks(
+            list(positions), [MODE_NAMES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7
+        )
         if teacher is not None:
             axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
             axis.legend(fontsize=8)

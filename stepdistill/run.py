@@ -30,8 +30,10 @@ def run(config: TrainConfig | None = None) -> dict[str, Any]:
     print()
     print(f"{'task':<10}{task.name}")
     print(f"{'teacher':<10}{config.teacher:<28}test accuracy {_pct(teacher_test)}")
-    print(f"{'student':<10}{config.student + ' (' + config.mode + ')':<28}test accuracy {_pct(metrics['test_accuracy'])}"
-          f"  ({metrics['test_examples']} examples; valid {_pct(metrics['valid_accuracy'])} at step {metrics['best_step']})")
+    print(
+        f"{'student':<10}{config.student + ' (' + config.mode + ')':<28}test accuracy {_pct(metrics['test_accuracy'])}"
+        f"  ({metrics['test_examples']} examples; valid {_pct(metrics['valid_accuracy'])} at step {metrics['best_step']})"
+    )
     print(f"{'run':<10}{metrics['run_dir']}")
     print(f"{'time':<10}{wall / 60:.1f} min")
     return {**metrics, "teacher_test_accuracy": teacher_test, "total_seconds": round(wall, 1)}

@@ -24,9 +24,13 @@ class Run:
 
 def save_run_files(path: Path, config: TrainConfig, task: Task) -> None:
     """The resolved config and the task definition, so the folder stands on its own."""
-    atomic_write_text(path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
+    atomic_write_text(
+        path / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    )
     task_dict = dataclasses.asdict(task)
-    atomic_write_text(path / "task.yaml", yaml.safe_dump(task_dict, sort_keys=False, allow_unicode=True))
+    atomic_write_text(
+        path / "task.yaml", yaml.safe_dump(task_dict, sort_keys=False, allow_unicode=True)
+    )
 
 
 def load_run(path: str | Path) -> Run:

@@ -76,12 +76,20 @@ class ServeSettings:
 class ApiError(Exception):
     """An error answered as OpenAI-style JSON: ``{"error": {"message", "type", ...}}``."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param = status, message, kind, param
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -120,7 +128,9 @@ class ChatMessage(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones
-            return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+            return "".join(
+                str(part.get("text", "")) for part in self.content if part.get("type") == "text"
+            )
         return self.content or ""
 
 
@@ -145,8 +155,11 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         return student.complete(items, option)
 
     batcher = Batcher(
-        runner, enabled=settings.dynamic_batching, wait_ms=settings.batch_wait_ms,
-        max_batch_items=settings.max_batch_items, max_queue=settings.max_queue,
+        runner,
+        enabled=settings.dynamic_batching,
+        wait_ms=settings.batch_wait_ms,
+        max_batch_items=settings.max_batch_items,
+        max_queue=settings.max_queue,
     )
 
     @asynccontextmanager
@@ -170,11 +183,17 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
     @app.exception_handler(Exception)
     async def _crash(_: Request, error: Exception) -> JSONResponse:
         # A bug or a model failure: still an OpenAI-style body, and the server keeps running.
-        return error_response(500, f"internal error ({type(error).__name__}); see the server log", "server_error")
+        return error_response(
+            500, f"internal error ({type(error).__name__}); see the server log", "server_error"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), "not_found_error" if error.status_code == 404 else "invalid_request_error")
+        return error_response(
+            error.status_code,
+            str(error.detail),
+            "not_found_error" if error.status_code == 404 else "invalid_request_error",
+        )
 
     async def run(kind: str, option: Any, items: list[Any]) -> list[Any]:
         try:
@@ -185,25 +204,41 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
 
     def check_length(texts: list[str], what: str) -> None:
         if len(texts) > settings.max_inputs:
-            raise ApiError(400, f"{len(texts)} {what}s in one request; the limit is {settings.max_inputs}", param=what)
+            raise ApiError(
+                400,
+                f"{len(texts)} {what}s in one request; the limit is {settings.max_inputs}",
+                param=what,
+            )
         for index, text in enumerate(texts):
             if len(text) > settings.max_input_chars:
-                raise ApiError(413, f"{what} {index} has {len(text)} characters; the limit is {settings.max_input_chars}", param=what)
+                raise ApiError(
+                    413,
+                    f"{what} {index} has {len(text)} characters; the limit is {settings.max_input_chars}",
+                    param=what,
+                )
 
     def token_budget(requested: int | None, default: int) -> int:
         budget = requested if requested is not None else min(default, settings.max_tokens)
         if budget > settings.max_tokens:
-            raise ApiError(400, f"max_tokens {budget} is above this server's limit of {settings.max_tokens}", param="max_tokens")
+            raise ApiError(
+                400,
+                f"max_tokens {budget} is above this server's limit of {settings.max_tokens}",
+                param="max_tokens",
+            )
         return budget
 
-    async def answer(prompts: list[str], max_tokens: int | None, default_tokens: int) -> list[tuple[str, str]]:
+    async def answer(
+        prompts: list[str], max_tokens: int | None, default_tokens: int
+    ) -> list[tuple[str, str]]:
         """(text, finish_reason) per prompt: the student's label for a run, a continuation otherwise."""
         if student.is_run:
             predictions = await run("predict", False, prompts)
             return [(p.label or p.raw, "stop") for p in predictions]
         budget = token_budget(max_tokens, default_tokens)
         texts = await run("complete", budget, prompts)
-        return [(text, "length" if student.count_tokens(text) >= budget else "stop") for text in texts]
+        return [
+            (text, "length" if student.count_tokens(text) >= budget else "stop") for text in texts
+        ]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -211,7 +246,12 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "stepdistill"}]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "stepdistill"}
+            ],
+        }
 
     @app.post("/v1/predict")
     async def predict(body: PredictRequest) -> dict[str, Any]:
@@ -229,13 +269,30 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         if not prompts:
             raise ApiError(400, "prompt must not be empty", param="prompt")
         check_length(prompts, "prompt")
-        results = [cut_at_stop(text, reason, body.stop) for text, reason in await answer(prompts, body.max_tokens, 16)]
+        results = [
+            cut_at_stop(text, reason, body.stop)
+            for text, reason in await answer(prompts, body.max_tokens, 16)
+        ]
         ident, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         usage = make_usage(student, prompts, [text for text, _ in results])
         if body.stream:
-            return sse(completion_chunks(ident, now, name, results, usage if include_usage(body) else None))
-        choices = [{"index": i, "text": text, "finish_reason": reason, "logprobs": None} for i, (text, reason) in enumerate(results)]
-        return JSONResponse({"id": ident, "object": "text_completion", "created": now, "model": name, "choices": choices, "usage": usage})
+            return sse(
+                completion_chunks(ident, now, name, results, usage if include_usage(body) else None)
+            )
+        choices = [
+            {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+            for i, (text, reason) in enumerate(results)
+        ]
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "text_completion",
+                "created": now,
+                "model": name,
+                "choices": choices,
+                "usage": usage,
+            }
+        )
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
@@ -243,20 +300,37 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
             # The student answers one task input: the last user message.
             users = [m.text() for m in body.messages if m.role == "user"]
             if not users:
-                raise ApiError(400, "messages must contain a user message (the task input)", param="messages")
+                raise ApiError(
+                    400, "messages must contain a user message (the task input)", param="messages"
+                )
             prompt = users[-1]
         else:
-            prompt = student.chat_prompt([{"role": m.role, "content": m.text()} for m in body.messages])
+            prompt = student.chat_prompt(
+                [{"role": m.role, "content": m.text()} for m in body.messages]
+            )
         check_length([prompt], "message")
         requested = body.max_completion_tokens or body.max_tokens
-        [(text, reason)] = [cut_at_stop(t.strip(), r, body.stop) for t, r in await answer([prompt], requested, 256)]
+        [(text, reason)] = [
+            cut_at_stop(t.strip(), r, body.stop) for t, r in await answer([prompt], requested, 256)
+        ]
         ident, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         usage = make_usage(student, [prompt], [text])
         if body.stream:
-            return sse(chat_chunks(ident, now, name, text, reason, usage if include_usage(body) else None))
+            return sse(
+                chat_chunks(ident, now, name, text, reason, usage if include_usage(body) else None)
+            )
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
-        return JSONResponse({"id": ident, "object": "chat.completion", "created": now, "model": name, "choices": [choice], "usage": usage})
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": now,
+                "model": name,
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
 
     return app
 
@@ -272,7 +346,11 @@ def describe_validation(errors: Any) -> str:
         if kind == "json_invalid":
             return f"request body is not valid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}"
         if loc == ["body"]:
-            return "request body is empty; send a JSON object" if kind == "missing" else "request body must be a JSON object"
+            return (
+                "request body is empty; send a JSON object"
+                if kind == "missing"
+                else "request body must be a JSON object"
+            )
         # A union's errors carry the member type as the last part ('inputs.0.str'): fold them.
         if loc and (loc[-1] in _TYPE_TAGS or "[" in loc[-1]):
             loc = loc[:-1]
@@ -281,7 +359,11 @@ def describe_validation(errors: Any) -> str:
             message = f"{'missing' if kind == 'missing' else 'unknown'} field '{where}'"
             where = message  # its own entry, never joined with "or"
         else:
-            message = f"'{where}': {error.get('msg', '')}" if not problems.get(where) else str(error.get("msg", ""))
+            message = (
+                f"'{where}': {error.get('msg', '')}"
+                if not problems.get(where)
+                else str(error.get("msg", ""))
+            )
         if message not in problems.setdefault(where, []):
             problems[where].append(message)
     parts = [" or ".join(messages) for messages in problems.values()][:4]  # "or": a union's members
@@ -301,7 +383,11 @@ def cut_at_stop(text: str, reason: str, stop: str | list[str] | None) -> tuple[s
 def make_usage(student: Student, prompts: list[str], texts: list[str]) -> dict[str, int]:
     prompt_tokens = sum(student.count_tokens(p) for p in prompts)
     completion_tokens = sum(student.count_tokens(t) for t in texts)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def include_usage(body: _OpenAIRequest) -> bool:
@@ -319,25 +405,47 @@ def sse(events: Iterator[dict[str, Any]]) -> StreamingResponse:
             yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
-def chat_chunks(ident: str, now: int, model: str, text: str, reason: str, usage: dict[str, int] | None) -> Iterator[dict[str, Any]]:
+def chat_chunks(
+    ident: str, now: int, model: str, text: str, reason: str, usage: dict[str, int] | None
+) -> Iterator[dict[str, Any]]:
     head = {"id": ident, "object": "chat.completion.chunk", "created": now, "model": model}
-    yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    yield {
+        **head,
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        ],
+    }
     for piece in pieces(text) if text else []:
-        yield {**head, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        yield {
+            **head,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
     yield {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
     if usage is not None:
         yield {**head, "choices": [], "usage": usage}
 
 
-def completion_chunks(ident: str, now: int, model: str, results: list[tuple[str, str]], usage: dict[str, int] | None) -> Iterator[dict[str, Any]]:
+def completion_chunks(
+    ident: str, now: int, model: str, results: list[tuple[str, str]], usage: dict[str, int] | None
+) -> Iterator[dict[str, Any]]:
     head = {"id": ident, "object": "text_completion", "created": now, "model": model}
     for index, (text, reason) in enumerate(results):
         for piece in pieces(text) if text else []:
-            yield {**head, "choices": [{"index": index, "text": piece, "finish_reason": None, "logprobs": None}]}
-        yield {**head, "choices": [{"index": index, "text": "", "finish_reason": reason, "logprobs": None}]}
+            yield {
+                **head,
+                "choices": [
+                    {"index": index, "text": piece, "finish_reason": None, "logprobs": None}
+                ],
+            }
+        yield {
+            **head,
+            "choices": [{"index": index, "text": "", "finish_reason": reason, "logprobs": None}],
+        }
     if usage is not None:
         yield {**head, "choices": [], "usage": usage}
 
@@ -357,10 +465,16 @@ class Guard:
         if self.api_key and scope.get("path") != "/health":
             scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                await error_response(401, "missing API key: send the header 'Authorization: Bearer <key>'", "authentication_error")(scope, receive, send)
+                await error_response(
+                    401,
+                    "missing API key: send the header 'Authorization: Bearer <key>'",
+                    "authentication_error",
+                )(scope, receive, send)
                 return
             if not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-                await error_response(401, "invalid API key", "authentication_error")(scope, receive, send)
+                await error_response(401, "invalid API key", "authentication_error")(
+                    scope, receive, send
+                )
                 return
         too_large = f"request body is larger than {self.max_body_bytes} bytes"
         declared = headers.get(b"content-length", b"")
@@ -404,9 +518,15 @@ def serve(
     if settings.api_key is None:
         settings.api_key = os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
-        print(f"warning: serving on {host} without an API key: anyone who can reach it can use it", flush=True)
+        print(
+            f"warning: serving on {host} without an API key: anyone who can reach it can use it",
+            flush=True,
+        )
     student = Student.load(path, threads=threads, batch_size=batch_size)
     app = create_app(student, settings)
     name = settings.model_name or student.name
-    print(f"serving {name} ({'run' if student.is_run else 'model'}) on http://{host}:{port}  (auth: {'on' if settings.api_key else 'off'})", flush=True)
+    print(
+        f"serving {name} ({'run' if student.is_run else 'model'}) on http://{host}:{port}  (auth: {'on' if settings.api_key else 'off'})",
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -23,7 +23,12 @@ from .tasks import Task, normalize_label, task_from_dict
 TaskInput = str | dict[str, Any]
 """A formatted input text, or a raw record of the task's fields."""
 
-PLAIN_TASK = {"name": "plain", "files": {"test": "-"}, "input_template": "{input}", "normalize": "none"}
+PLAIN_TASK = {
+    "name": "plain",
+    "files": {"test": "-"},
+    "input_template": "{input}",
+    "normalize": "none",
+}
 """Stands in for the task of a bare model folder: records need an ``input`` field."""
 
 
@@ -81,14 +86,23 @@ class Student:
         fp32 weights re-casts every weight matrix at every decoding step, which made
         one-at-a-time SVAMP labels ~2x slower on CPU (``benchmarks/RESULTS.md``,
         Inference). Training's own validation runs on bf16 weights too."""
-        if bf16 and getattr(model, "dtype", None) is not None and str(model.dtype) == "torch.float32":
+        if (
+            bf16
+            and getattr(model, "dtype", None) is not None
+            and str(model.dtype) == "torch.float32"
+        ):
             import torch
 
             cast_parameters(model, torch.bfloat16)
 
     @classmethod
     def load(
-        cls, path: str | Path, *, bf16: bool | None = None, batch_size: int | None = None, threads: int | None = None
+        cls,
+        path: str | Path,
+        *,
+        bf16: bool | None = None,
+        batch_size: int | None = None,
+        threads: int | None = None,
     ) -> Student:
         """Load a run folder (``config.yaml`` + ``model/``), a run's ``model/`` folder,
         or any Hugging Face causal / seq2seq model folder.
@@ -103,7 +117,13 @@ class Student:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such run or model folder")
-        run_dir = path if (path / "config.yaml").is_file() else path.parent if (path.parent / "config.yaml").is_file() else None
+        run_dir = (
+            path
+            if (path / "config.yaml").is_file()
+            else path.parent
+            if (path.parent / "config.yaml").is_file()
+            else None
+        )
         if threads:
             import torch
 
@@ -111,16 +131,28 @@ class Student:
         if run_dir is None:
             model, tokenizer = load_student(str(path))
             return cls(
-                model, tokenizer, task_from_dict(PLAIN_TASK), name=path.resolve().name, is_run=False,
-                batch_size=batch_size or 32, bf16=bool(bf16),
+                model,
+                tokenizer,
+                task_from_dict(PLAIN_TASK),
+                name=path.resolve().name,
+                is_run=False,
+                batch_size=batch_size or 32,
+                bf16=bool(bf16),
             )
         run = load_run(run_dir)
         model, tokenizer = load_student(str(run_dir / "model"))
         config = run.config
         return cls(
-            model, tokenizer, run.task, name=run_dir.resolve().name, mode=config.mode, is_run=True,
-            max_input_tokens=config.max_input_tokens, max_rationale_tokens=config.max_rationale_tokens,
-            batch_size=batch_size or config.eval_batch_size, bf16=use_bf16(bf16 if bf16 is not None else (False if config.bf16 is False else None)),
+            model,
+            tokenizer,
+            run.task,
+            name=run_dir.resolve().name,
+            mode=config.mode,
+            is_run=True,
+            max_input_tokens=config.max_input_tokens,
+            max_rationale_tokens=config.max_rationale_tokens,
+            batch_size=batch_size or config.eval_batch_size,
+            bf16=use_bf16(bf16 if bf16 is not None else (False if config.bf16 is False else None)),
         )
 
     @property
@@ -142,7 +174,9 @@ class Student:
                 # This baseline reads a (teacher's) rationale with the input, as in training.
                 text = f"{text}{RATIONALE_INPUT_MARKER}{item['rationale']}"
             return text
-        raise DataError(f"{where}: expected a string or an object of task fields, got {type(item).__name__}")
+        raise DataError(
+            f"{where}: expected a string or an object of task fields, got {type(item).__name__}"
+        )
 
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
         """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
@@ -153,15 +187,25 @@ class Student:
         if not texts:
             return []
         results = predict(
-            self.model, self.tokenizer, self.task, texts, self.mode, rationale=rationale,
-            max_input_tokens=self.max_input_tokens, max_rationale_tokens=self.max_rationale_tokens,
-            batch_size=self.batch_size, bf16=self.bf16,
+            self.model,
+            self.tokenizer,
+            self.task,
+            texts,
+            self.mode,
+            rationale=rationale,
+            max_input_tokens=self.max_input_tokens,
+            max_rationale_tokens=self.max_rationale_tokens,
+            batch_size=self.batch_size,
+            bf16=self.bf16,
         )
         if rationale and self.mode == "single":
             # A single-mode student writes the rationale before the label, in one output.
             for result in results:
                 result["rationale"] = rationale_from_single(result["raw"])
-        return [Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale")) for r in results]
+        return [
+            Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale"))
+            for r in results
+        ]
 
     def candidates(self, item: TaskInput, where: str = "input") -> list[str]:
         """The closed label set of one item: the task's ``labels``, else the record's
@@ -175,10 +219,15 @@ class Student:
         field = self.task.choices_field
         if field and isinstance(item, dict) and isinstance(item.get(field), list) and item[field]:
             return [normalize_label(str(choice), self.task.normalize) for choice in item[field]]
-        raise DataError(f"{where}: no candidate labels (the task has no label set and the item no {field or 'choices'} field)")
+        raise DataError(
+            f"{where}: no candidate labels (the task has no label set and the item no {field or 'choices'} field)"
+        )
 
     def score_candidates(
-        self, inputs: list[TaskInput], candidates: list[list[str]] | None = None, reduce: str = "sum"
+        self,
+        inputs: list[TaskInput],
+        candidates: list[list[str]] | None = None,
+        reduce: str = "sum",
     ) -> list[list[float]]:
         """Log-likelihood of each candidate label after the ``[label]`` prompt (summed or,
         with ``reduce="mean"``, averaged over the label's tokens and its end token), one
@@ -187,24 +236,45 @@ class Student:
 
         texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
         if candidates is None:
-            candidates = [self.candidates(item, f"input {index}") for index, item in enumerate(inputs)]
+            candidates = [
+                self.candidates(item, f"input {index}") for index, item in enumerate(inputs)
+            ]
         if not texts:
             return []
         return score_candidates(
-            self.model, self.tokenizer, texts, candidates, reduce=reduce, max_input_tokens=self.max_input_tokens,
-            batch_size=self.batch_size, bf16=self.bf16,
+            self.model,
+            self.tokenizer,
+            texts,
+            candidates,
+            reduce=reduce,
+            max_input_tokens=self.max_input_tokens,
+            batch_size=self.batch_size,
+            bf16=self.bf16,
         )
 
-    def choose(self, inputs: list[TaskInput], candidates: list[list[str]] | None = None, reduce: str = "sum") -> list[Prediction]:
+    def choose(
+        self,
+        inputs: list[TaskInput],
+        candidates: list[list[str]] | None = None,
+        reduce: str = "sum",
+    ) -> list[Prediction]:
         """Labels picked from a closed set by likelihood (``score_candidates``) instead of
         generated: always one of the candidates, and cheaper than decoding."""
         from .candidates import best_candidate
 
         if candidates is None:
-            candidates = [self.candidates(item, f"input {index}") for index, item in enumerate(inputs)]
+            candidates = [
+                self.candidates(item, f"input {index}") for index, item in enumerate(inputs)
+            ]
         scores = self.score_candidates(inputs, candidates, reduce)
-        chosen = [options[best_candidate(values)] for options, values in zip(candidates, scores, strict=True)]
-        return [Prediction(label=normalize_label(label, self.task.normalize), raw=label) for label in chosen]
+        chosen = [
+            options[best_candidate(values)]
+            for options, values in zip(candidates, scores, strict=True)
+        ]
+        return [
+            Prediction(label=normalize_label(label, self.task.normalize), raw=label)
+            for label in chosen
+        ]
 
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Plain greedy continuations of raw prompts (no task prefix): what a bare
@@ -223,14 +293,24 @@ class Student:
         if not prompts:
             return []
         return generate(
-            self.model, self.tokenizer, [encode(p) for p in prompts], max_new_tokens, self.batch_size, self.bf16, strip=False
+            self.model,
+            self.tokenizer,
+            [encode(p) for p in prompts],
+            max_new_tokens,
+            self.batch_size,
+            self.bf16,
+            strip=False,
         )
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """A chat as one prompt: the tokenizer's chat template when it has one, else
         ``role: content`` lines ending with ``assistant:``."""
         if getattr(self.tokenizer, "chat_template", None):
-            return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+            return str(
+                self.tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            )
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n".join(lines + ["assistant:"])
 

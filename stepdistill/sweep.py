@@ -36,7 +36,9 @@ RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "s
 def load_sweep(path: str | Path) -> dict[str, Any]:
     spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(spec, dict) or "grid" not in spec:
-        raise ConfigError(f"{path}: a sweep file needs a 'grid' mapping (and optional 'base', 'output_dir')")
+        raise ConfigError(
+            f"{path}: a sweep file needs a 'grid' mapping (and optional 'base', 'output_dir')"
+        )
     unknown = set(spec) - {"name", "output_dir", "base", "grid"}
     if unknown:
         raise ConfigError(f"{path}: unknown sweep key(s) {sorted(unknown)}")
@@ -67,7 +69,11 @@ def run_id(config: TrainConfig) -> str:
     """A readable id that names what varies in the paper's experiments."""
     task = Path(config.task).stem
     student = Path(config.student).name
-    source = f"-{config.label_source}" if config.mode in ("dss", "single") and config.label_source != "gold" else ""
+    source = (
+        f"-{config.label_source}"
+        if config.mode in ("dss", "single") and config.label_source != "gold"
+        else ""
+    )
     return f"{task}-{config.mode}{source}-f{config.train_fraction:g}-{student}-s{config.seed}"
 
 
@@ -105,7 +111,10 @@ def earlier_folders(config: TrainConfig) -> list[Path]:
 
     runs = Path(config.output_dir)
     name = config.run_name or ""
-    candidates = [runs / name, *sorted(runs.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)]
+    candidates = [
+        runs / name,
+        *sorted(runs.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime, reverse=True),
+    ]
     folders = []
     for folder in candidates:
         suffix = folder.name[len(name) :]
@@ -114,8 +123,8 @@ def earlier_folders(config: TrainConfig) -> list[Path]:
         try:
             if load_run(folder).config.to_dict() != config.to_dict():
                 continue  # same grid point, another config: not this run
-        except (OSError, ValueError, TypeError, yaml.YAMLError):  # killed before its files were written
-            continue
+        except (OSError, ValueError, TypeError, yaml.YAMLError):
+            continue  # killed before its files were written
         folders.append(folder)
     return folders
 
@@ -128,7 +137,9 @@ def previous_attempt(folders: list[Path]) -> tuple[Path | None, str]:
     for folder in folders:
         if (folder / "metrics.json").is_file():
             return folder, "finished"
-        if not found[0] and any((folder / name).is_dir() for name in ("checkpoint", "checkpoint.old")):
+        if not found[0] and any(
+            (folder / name).is_dir() for name in ("checkpoint", "checkpoint.old")
+        ):
             found = (folder, "checkpoint")
     return found
 
@@ -168,11 +179,18 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
     cut_torn_tail(results_path)
     done = {row["run_id"] for row in read_results(results_path)}
     todo = [c for c in configs if c.run_name not in done]
-    print(f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run")
+    print(
+        f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run"
+    )
     for index, config in enumerate(todo, start=1):
         earlier = earlier_folders(config)
         folder, left = previous_attempt(earlier)
-        print(f"[{index}/{len(todo)}] {config.run_name}" + {"finished": " (trained; recording it)", "checkpoint": f" (resuming {folder})"}.get(left, ""))
+        print(
+            f"[{index}/{len(todo)}] {config.run_name}"
+            + {"finished": " (trained; recording it)", "checkpoint": f" (resuming {folder})"}.get(
+                left, ""
+            )
+        )
         if dry_run:
             continue
         started = time.time()
@@ -196,8 +214,10 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
             "best_step": metrics["best_step"],
             "run_dir": metrics["run_dir"],
             "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
-            "bf16": metrics.get("bf16"),  # the precision the run trained in (depends on the hardware)
+            # the precision the run trained in (depends on the hardware)
+            "bf16": metrics.get("bf16"),
         }
-        if launch_rank() == 0:  # under a multi-process launch every process trains; one writes the row
+        # under a multi-process launch every process trains; one writes the row
+        if launch_rank() == 0:
             append_result(results_path, row)
     return read_results(results_path)

@@ -69,10 +69,14 @@ RATIONALE_MODES = ("dss", "single", "rationale-input")
 
 
 def uses_teacher_labels(config: TrainConfig) -> bool:
-    return config.mode == "distill" or (config.mode in RATIONALE_MODES and config.label_source == "teacher")
+    return config.mode == "distill" or (
+        config.mode in RATIONALE_MODES and config.label_source == "teacher"
+    )
 
 
-def rationale_for(config: TrainConfig, task: Task, example: Example, note: dict[str, Any]) -> str | None:
+def rationale_for(
+    config: TrainConfig, task: Task, example: Example, note: dict[str, Any]
+) -> str | None:
     """The rationale a mode trains on: the teacher's, or the dataset's human-written one."""
     if config.mode not in RATIONALE_MODES:
         return None
@@ -91,7 +95,12 @@ def with_rationale_input(example: Example, rationale: str | None) -> Example:
     return dataclasses.replace(example, input=f"{example.input}{RATIONALE_INPUT_MARKER}{rationale}")
 
 
-def training_examples(config: TrainConfig, examples: list[Example], annotations: dict[str, dict[str, Any]], task: Task | None = None) -> tuple[list[TrainingExample], dict[str, int]]:
+def training_examples(
+    config: TrainConfig,
+    examples: list[Example],
+    annotations: dict[str, dict[str, Any]],
+    task: Task | None = None,
+) -> tuple[list[TrainingExample], dict[str, int]]:
     """Pick each example's targets for the mode; count what had to be skipped and why."""
     task = task or load_task(config.task)
     teacher_labels = uses_teacher_labels(config)
@@ -126,7 +135,9 @@ def extra_examples(config: TrainConfig, task: Task) -> list[Example]:
     ]
 
 
-def encode_example(tokenizer: Any, config: TrainConfig, item: TrainingExample, seq2seq: bool) -> list[EncodedRow]:
+def encode_example(
+    tokenizer: Any, config: TrainConfig, item: TrainingExample, seq2seq: bool
+) -> list[EncodedRow]:
     """The rows one example contributes to a step (two for dss)."""
     text = item.example.input
 
@@ -168,7 +179,9 @@ def pack(rows: list[EncodedRow], capacity: int) -> list[list[EncodedRow]]:
     return bins
 
 
-def micro_batches(rows: list[EncodedRow], token_budget: int, seq2seq: bool, pack_length: int = 0) -> list[list[list[EncodedRow]]]:
+def micro_batches(
+    rows: list[EncodedRow], token_budget: int, seq2seq: bool, pack_length: int = 0
+) -> list[list[list[EncodedRow]]]:
     """Split one step's rows into forward passes of at most ``token_budget`` padded tokens.
 
     Each pass is a list of sequences; a sequence holds one row, or (decoder-only with
@@ -177,7 +190,11 @@ def micro_batches(rows: list[EncodedRow], token_budget: int, seq2seq: bool, pack
     sequences = pack(rows, pack_length) if pack_length and not seq2seq else [[r] for r in rows]
 
     def length(sequence: list[EncodedRow]) -> int:
-        return sum(row_length(r, seq2seq) for r in sequence) if not seq2seq else row_length(sequence[0], True)
+        return (
+            sum(row_length(r, seq2seq) for r in sequence)
+            if not seq2seq
+            else row_length(sequence[0], True)
+        )
 
     groups: list[list[list[EncodedRow]]] = []
     current: list[list[EncodedRow]] = []
@@ -206,8 +223,12 @@ def collate(sequences: list[list[EncodedRow]], pad: int, seq2seq: bool) -> dict[
         target_width = max(len(r.target) for r in rows)
         return {
             "input_ids": torch.tensor([r.prompt + [pad] * (width - len(r.prompt)) for r in rows]),
-            "attention_mask": torch.tensor([[1] * len(r.prompt) + [0] * (width - len(r.prompt)) for r in rows]),
-            "labels": torch.tensor([r.target + [IGNORE] * (target_width - len(r.target)) for r in rows]),
+            "attention_mask": torch.tensor(
+                [[1] * len(r.prompt) + [0] * (width - len(r.prompt)) for r in rows]
+            ),
+            "labels": torch.tensor(
+                [r.target + [IGNORE] * (target_width - len(r.target)) for r in rows]
+            ),
             "kinds": torch.tensor([[r.kind] * target_width for r in rows]),
             "tokens": sum(len(r.prompt) + len(r.target) for r in rows),
         }
@@ -252,11 +273,15 @@ def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) ->
     import torch.nn.functional as F
 
     labels, kinds = batch["labels"], batch["kinds"]
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+    inputs = {
+        key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch
+    }
     if getattr(model.config, "is_encoder_decoder", False):
         logits = model(**inputs, labels=labels).logits
         select = labels != IGNORE
-        return F.cross_entropy(logits[select].float(), labels[select], reduction="none"), kinds[select]
+        return F.cross_entropy(logits[select].float(), labels[select], reduction="none"), kinds[
+            select
+        ]
     # Decoder-only: position t predicts token t+1.
     targets = labels[:, 1:]
     select = targets != IGNORE
@@ -272,19 +297,29 @@ def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) ->
 def can_use_sparse_head(model: Any) -> bool:
     """Models that post-process logits (soft-capping, scaling) take the plain path."""
     config = model.config
-    plain = not any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale"))
+    plain = not any(
+        getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
+    )
     return plain and model.get_output_embeddings() is not None and model.base_model is not model
 
 
 def target_tokens(groups: list[dict[str, Any]]) -> tuple[int, int]:
     """How many label and rationale target tokens the micro-batches hold."""
     label = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == LABEL)).sum()) for g in groups)
-    rationale = sum(int(((g["labels"] != IGNORE) & (g["kinds"] == RATIONALE)).sum()) for g in groups)
+    rationale = sum(
+        int(((g["labels"] != IGNORE) & (g["kinds"] == RATIONALE)).sum()) for g in groups
+    )
     return label, rationale
 
 
-def step_loss(model: Any, groups: list[dict[str, Any]], rationale_weight: float, sparse_head: bool = True, backward: bool = True,
-              token_counts: tuple[int, int] | None = None) -> dict[str, float]:
+def step_loss(
+    model: Any,
+    groups: list[dict[str, Any]],
+    rationale_weight: float,
+    sparse_head: bool = True,
+    backward: bool = True,
+    token_counts: tuple[int, int] | None = None,
+) -> dict[str, float]:
     """The paper's multi-task loss over one optimizer step, accumulated over micro-batches:
 
         loss = L_label + λ · L_rationale
@@ -295,7 +330,9 @@ def step_loss(model: Any, groups: list[dict[str, Any]], rationale_weight: float,
     Data parallel: ``token_counts`` are the label and rationale token counts of the
     whole global batch (all processes). Each process's sum is then its part of the
     global loss, and the sum of the processes' gradients is the global loss's gradient."""
-    label_tokens, rationale_tokens = token_counts if token_counts is not None else target_tokens(groups)
+    label_tokens, rationale_tokens = (
+        token_counts if token_counts is not None else target_tokens(groups)
+    )
     totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
     for group in groups:
         losses, kinds = token_losses(model, group, sparse_head)
@@ -329,7 +366,11 @@ class MasterWeights:
             self.master = [p.detach().float().clone() for _, p in self.named]
             # Frozen weights (LoRA's base model) keep an fp32 copy too: the saved model must
             # not carry them rounded to bf16.
-            self.frozen = {name: p.detach().float().clone() for name, p in model.named_parameters() if not p.requires_grad}
+            self.frozen = {
+                name: p.detach().float().clone()
+                for name, p in model.named_parameters()
+                if not p.requires_grad
+            }
             # Parameters only (not the rotary buffers), as the Student does at inference.
             from .student import cast_parameters
 
@@ -352,7 +393,10 @@ class MasterWeights:
                     p.copy_(master)
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: master.detach().clone() for (name, _), master in zip(self.named, self.master, strict=True)}
+        return {
+            name: master.detach().clone()
+            for (name, _), master in zip(self.named, self.master, strict=True)
+        }
 
     def restore(self, model: Any, snapshot: dict[str, Any]) -> None:
         """Put fp32 weights from a snapshot into the model (in fp32, for saving)."""
@@ -392,7 +436,9 @@ def apply_lora(model: Any, config: TrainConfig) -> Any:
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=0.0,
-        target_modules=targets if targets == "all-linear" else [name.strip() for name in targets.split(",") if name.strip()],
+        target_modules=targets
+        if targets == "all-linear"
+        else [name.strip() for name in targets.split(",") if name.strip()],
         task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(model.config) else TaskType.CAUSAL_LM,
     )
     wrapper = get_peft_model(model, lora)
@@ -403,10 +449,16 @@ def apply_lora(model: Any, config: TrainConfig) -> Any:
 def ensure_annotations(config: TrainConfig, task: Task) -> Path:
     """The folder of the teacher's rationale dataset; made with ``config.teacher`` when no
     folder was given and the default one does not exist yet."""
-    directory = Path(config.annotations) if config.annotations else Path("annotations") / f"{task.name}-{config.teacher}"
+    directory = (
+        Path(config.annotations)
+        if config.annotations
+        else Path("annotations") / f"{task.name}-{config.teacher}"
+    )
     if not (directory / "train.jsonl").is_file():
         if config.annotations:
-            raise FileNotFoundError(f"{directory}/train.jsonl not found: run `stepdistill annotate` first")
+            raise FileNotFoundError(
+                f"{directory}/train.jsonl not found: run `stepdistill annotate` first"
+            )
         annotate(task, config.teacher, directory, data=config.data_dir)
     return directory
 
@@ -414,18 +466,36 @@ def ensure_annotations(config: TrainConfig, task: Task) -> Path:
 def prepare_annotations(config: TrainConfig, task: Task) -> dict[str, dict[str, Any]]:
     """The teacher's rationales and labels for the training split (none needed for
     standard, or for human rationales with gold labels)."""
-    if config.mode == "standard" or (config.rationale_source == "human" and not uses_teacher_labels(config)):
+    if config.mode == "standard" or (
+        config.rationale_source == "human" and not uses_teacher_labels(config)
+    ):
         return {}
     return load_annotations(ensure_annotations(config, task), "train")
 
 
-def evaluation_inputs(config: TrainConfig, task: Task, examples: list[Example], split: str) -> list[Example]:
+def evaluation_inputs(
+    config: TrainConfig, task: Task, examples: list[Example], split: str
+) -> list[Example]:
     """rationale-input mode at evaluation: x plus the teacher's rationale for that example."""
-    notes = {} if config.rationale_source == "human" else load_annotations(ensure_annotations(config, task), split)
-    return [with_rationale_input(e, rationale_for(config, task, e, notes.get(e.id, {}))) for e in examples]
+    notes = (
+        {}
+        if config.rationale_source == "human"
+        else load_annotations(ensure_annotations(config, task), split)
+    )
+    return [
+        with_rationale_input(e, rationale_for(config, task, e, notes.get(e.id, {})))
+        for e in examples
+    ]
 
 
-def save_checkpoint(run_dir: Path, weights: MasterWeights, optimizer: Any, scheduler: Any, state: dict[str, Any], best: dict[str, Any] | None) -> None:
+def save_checkpoint(
+    run_dir: Path,
+    weights: MasterWeights,
+    optimizer: Any,
+    scheduler: Any,
+    state: dict[str, Any],
+    best: dict[str, Any] | None,
+) -> None:
     """Everything needed to continue: weights, optimizer, scheduler, RNG, data position.
     Written to a temporary folder and renamed, so a kill never leaves half a checkpoint."""
     import shutil
@@ -439,8 +509,15 @@ def save_checkpoint(run_dir: Path, weights: MasterWeights, optimizer: Any, sched
     staging = run_dir / "checkpoint.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    torch.save({"master": weights.snapshot(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
-               staging / "state.pt")
+    torch.save(
+        {
+            "master": weights.snapshot(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **state,
+        },
+        staging / "state.pt",
+    )
     old = run_dir / "checkpoint.old"
     if (run_dir / "checkpoint").exists():
         (run_dir / "checkpoint").replace(old)
@@ -459,23 +536,46 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
     state = torch.load(checkpoint, weights_only=False)
     best_path = run_dir / "best-weights.pt"
-    best = torch.load(best_path, weights_only=False) if best_path.is_file() else {"accuracy": -1.0, "step": 0, "state": None}
+    best = (
+        torch.load(best_path, weights_only=False)
+        if best_path.is_file()
+        else {"accuracy": -1.0, "step": 0, "state": None}
+    )
     return state, best
 
 
-def evaluate_split(model: Any, tokenizer: Any, task: Task, config: TrainConfig, examples: list[Example], processes: Processes,
-                   bf16: bool, desc: str | None = None) -> tuple[float, list[dict[str, Any]]]:
+def evaluate_split(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    config: TrainConfig,
+    examples: list[Example],
+    processes: Processes,
+    bf16: bool,
+    desc: str | None = None,
+) -> tuple[float, list[dict[str, Any]]]:
     """Accuracy and scored rows on a split. Under a multi-process launch each process
     generates for its slice of the examples and every process gets all the predictions
     (so all agree on the best step and on early stopping)."""
     mine = processes.share([e.input for e in examples])
-    predictions = predict(model, tokenizer, task, list(mine), config.mode, max_input_tokens=config.max_input_tokens,
-                          max_rationale_tokens=config.max_rationale_tokens, batch_size=config.eval_batch_size, bf16=bf16,
-                          desc=desc)
+    predictions = predict(
+        model,
+        tokenizer,
+        task,
+        list(mine),
+        config.mode,
+        max_input_tokens=config.max_input_tokens,
+        max_rationale_tokens=config.max_rationale_tokens,
+        batch_size=config.eval_batch_size,
+        bf16=bf16,
+        desc=desc,
+    )
     return score(task, examples, processes.gather(predictions))
 
 
-def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig, quiet: bool = False, resume: str | Path | None = None
+) -> dict[str, Any]:
     """Train one student per the config into a new run folder; returns its metrics.
 
     With ``resume`` (a run folder), the run continues from its last checkpoint with its
@@ -513,11 +613,16 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     if not items:
         raise ValueError(f"no training examples for mode {config.mode} (skipped: {skipped})")
     # Limits are None (no limit) or >= 1 (the config checks), so they slice directly.
-    valid = splits["valid"][: min(filter(None, (config.eval_limit, config.valid_limit)), default=None)]
+    valid = splits["valid"][
+        : min(filter(None, (config.eval_limit, config.valid_limit)), default=None)
+    ]
     test = splits["test"][: config.eval_limit]
     if config.mode == "rationale-input":  # evaluation inputs carry the teacher's rationale too
         with processes.main_first():
-            valid, test = (evaluation_inputs(config, task, examples, split) for examples, split in ((valid, "valid"), (test, "test")))
+            valid, test = (
+                evaluation_inputs(config, task, examples, split)
+                for examples, split in ((valid, "valid"), (test, "test"))
+            )
 
     # The same seed in every process: the copies of the model (and LoRA's initial
     # adapters) are identical, and every process draws the same data order.
@@ -537,15 +642,27 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     checkpoint_every = config.checkpoint_every or eval_every
     bf16 = use_bf16(config.bf16)  # null: bf16 only where the hardware has it
     weights = MasterWeights(model, bf16)
-    optimizer = torch.optim.AdamW(weights.master, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        weights.master, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     warmup = round(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+        optimizer,
+        lambda s: min(
+            (s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+        ),
     )
 
     rng = random.Random(config.seed)
-    state: dict[str, Any] = {"step": 0, "order": [], "log": [], "history": [], "real_tokens": 0, "train_seconds": 0.0,
-                             "evals_without_improvement": 0}
+    state: dict[str, Any] = {
+        "step": 0,
+        "order": [],
+        "log": [],
+        "history": [],
+        "real_tokens": 0,
+        "train_seconds": 0.0,
+        "evals_without_improvement": 0,
+    }
     best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
     if resume is not None:
         run_dir = Path(resume)
@@ -557,7 +674,11 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         per_process = saved.get("torch_rng_per_process") or []
-        torch.set_rng_state(per_process[processes.rank] if len(per_process) == processes.world else saved["torch_rng"])
+        torch.set_rng_state(
+            per_process[processes.rank]
+            if len(per_process) == processes.world
+            else saved["torch_rng"]
+        )
         rng.setstate(saved["python_rng"])
         state = {key: saved.get(key, value) for key, value in state.items()}
         if not quiet:
@@ -565,28 +686,48 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
     else:
         run_dir = None
         if processes.main:
-            run_dir = new_run_dir(config.output_dir, config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir = new_run_dir(
+                config.output_dir,
+                config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+            )
             save_run_files(run_dir, config, task)
         run_dir = processes.broadcast(run_dir)
     best_unsaved = False
     stopped_early = False
-    bar = tqdm(range(state["step"], total_steps), desc=f"train {task.name}/{config.mode}", disable=quiet,
-               initial=state["step"], total=total_steps)
+    bar = tqdm(
+        range(state["step"], total_steps),
+        desc=f"train {task.name}/{config.mode}",
+        disable=quiet,
+        initial=state["step"],
+        total=total_steps,
+    )
     for step in bar:
         if not state["order"]:  # a new epoch: a fresh shuffle of the examples
             state["order"] = list(range(len(items)))
             rng.shuffle(state["order"])
-        batch_ids, state["order"] = state["order"][: config.batch_size], state["order"][config.batch_size :]
+        batch_ids, state["order"] = (
+            state["order"][: config.batch_size],
+            state["order"][config.batch_size :],
+        )
         # One process: the whole batch. Several: this process's share of it.
         rows = [row for i in shard(batch_ids, sizes, processes) for row in encoded[i]]
-        groups = [collate(g, pad, seq2seq) for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)]
+        groups = [
+            collate(g, pad, seq2seq)
+            for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)
+        ]
         tick = time.time()
         # Each loss term is normalised by its token count over the whole global batch.
-        label_tokens, rationale_tokens, real_tokens = processes.sum([*target_tokens(groups), sum(g["tokens"] for g in groups)])
-        totals = step_loss(model, groups, config.rationale_weight, token_counts=(label_tokens, rationale_tokens))
+        label_tokens, rationale_tokens, real_tokens = processes.sum(
+            [*target_tokens(groups), sum(g["tokens"] for g in groups)]
+        )
+        totals = step_loss(
+            model, groups, config.rationale_weight, token_counts=(label_tokens, rationale_tokens)
+        )
         weights.gradients_to_master()
         # Sum the gradients (and the logged loss parts) over the processes: the gradient of the global loss.
-        totals = dict(zip(totals, processes.sum_gradients(weights.master, list(totals.values())), strict=True))
+        totals = dict(
+            zip(totals, processes.sum_gradients(weights.master, list(totals.values())), strict=True)
+        )
         torch.nn.utils.clip_grad_norm_(weights.master, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -595,13 +736,28 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         state["train_seconds"] += time.time() - tick
         state["real_tokens"] += real_tokens
         state["step"] = step + 1
-        state["log"].append({"step": step + 1, **{k: round(v, 5) for k, v in totals.items()}, "lr": scheduler.get_last_lr()[0],
-                             "seconds": round(time.time() - tick, 3)})
-        bar.set_postfix(loss=f"{totals['loss']:.3f}", tok_s=f"{state['real_tokens'] / max(state['train_seconds'], 1e-9):.0f}")
+        state["log"].append(
+            {
+                "step": step + 1,
+                **{k: round(v, 5) for k, v in totals.items()},
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(time.time() - tick, 3),
+            }
+        )
+        bar.set_postfix(
+            loss=f"{totals['loss']:.3f}",
+            tok_s=f"{state['real_tokens'] / max(state['train_seconds'], 1e-9):.0f}",
+        )
 
         if (step + 1) % eval_every == 0 or step + 1 == total_steps:
             accuracy, _ = evaluate_split(model, tokenizer, task, config, valid, processes, bf16)
-            state["history"].append({"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3), "valid_accuracy": accuracy})
+            state["history"].append(
+                {
+                    "step": step + 1,
+                    "epoch": round((step + 1) / steps_per_epoch, 3),
+                    "valid_accuracy": accuracy,
+                }
+            )
             if not quiet:
                 tqdm.write(f"step {step + 1}: valid accuracy {accuracy:.4f}")
             if accuracy > best["accuracy"]:  # keep the best-on-validation weights
@@ -612,21 +768,41 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
                 state["evals_without_improvement"] += 1
             if processes.main:
                 write_jsonl(run_dir / "train_log.jsonl", state["log"])
-            if config.early_stopping_patience and state["evals_without_improvement"] >= config.early_stopping_patience:
+            if (
+                config.early_stopping_patience
+                and state["evals_without_improvement"] >= config.early_stopping_patience
+            ):
                 stopped_early = True  # every process saw the same accuracies, so all stop here
                 if not quiet:
-                    tqdm.write(f"step {step + 1}: no better validation accuracy in {config.early_stopping_patience} evaluations; stopping")
+                    tqdm.write(
+                        f"step {step + 1}: no better validation accuracy in {config.early_stopping_patience} evaluations; stopping"
+                    )
                 break
         if config.checkpoint and ((step + 1) % checkpoint_every == 0) and step + 1 < total_steps:
             rng_states = processes.gather([torch.get_rng_state()])  # each process's (dropout) RNG
             if processes.main:
-                save_checkpoint(run_dir, weights, optimizer, scheduler,
-                                {**state, "python_rng": rng.getstate(), "torch_rng": rng_states[0],
-                                 "torch_rng_per_process": rng_states}, best if best_unsaved else None)
+                save_checkpoint(
+                    run_dir,
+                    weights,
+                    optimizer,
+                    scheduler,
+                    {
+                        **state,
+                        "python_rng": rng.getstate(),
+                        "torch_rng": rng_states[0],
+                        "torch_rng_per_process": rng_states,
+                    },
+                    best if best_unsaved else None,
+                )
             best_unsaved = False
     bar.close()
 
-    log, history, real_tokens, train_seconds = state["log"], state["history"], state["real_tokens"], state["train_seconds"]
+    log, history, real_tokens, train_seconds = (
+        state["log"],
+        state["history"],
+        state["real_tokens"],
+        state["train_seconds"],
+    )
     weights.restore(model, best["state"])
     if lora is not None:
         model = lora.merge_and_unload()  # a plain transformers model: the run folder needs no peft
@@ -634,7 +810,9 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
     # The test set is evaluated once, with the best-on-validation weights.
-    test_accuracy, test_rows = evaluate_split(model, tokenizer, task, config, test, processes, bf16, desc=None if quiet else "test")
+    test_accuracy, test_rows = evaluate_split(
+        model, tokenizer, task, config, test, processes, bf16, desc=None if quiet else "test"
+    )
     metrics = {
         "task": task.name,
         "mode": config.mode,
@@ -667,7 +845,8 @@ def train(config: TrainConfig, quiet: bool = False, resume: str | Path | None = 
 
         for leftover in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
             shutil.rmtree(run_dir / leftover, ignore_errors=True)
-        for leftover_file in ("best-weights.pt", "best-weights.pt.tmp"):  # .tmp: left by a kill mid-save
+        # .tmp: left by a kill mid-save
+        for leftover_file in ("best-weights.pt", "best-weights.pt.tmp"):
             (run_dir / leftover_file).unlink(missing_ok=True)
     processes.barrier()  # the others return once the run folder is complete
     return metrics

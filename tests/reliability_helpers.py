@@ -106,18 +106,32 @@ sys.exit(main(sys.argv[1:]))
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
 
 
-def start_cli(args: list[str], workdir: Path, pause: str | None = None, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+def start_cli(
+    args: list[str], workdir: Path, pause: str | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, Path]:
     """Start the CLI; returns the process and the marker file a paused child touches."""
     marker = workdir / f"paused-{time.monotonic_ns()}"
     environment = {**(env or child_env()), "RELIABILITY_MARKER": str(marker)}
     if pause:
         environment["RELIABILITY_PAUSE"] = pause
     with (workdir / f"{marker.name}.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *args],
+            cwd=workdir,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     process.log_path = workdir / f"{marker.name}.log"  # type: ignore[attr-defined]
     return process, marker
 
@@ -126,14 +140,20 @@ def output_of(process: subprocess.Popen) -> str:
     return Path(process.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 180.0) -> None:
+def wait_until(
+    condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 180.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            raise AssertionError(f"the process ended (code {process.returncode}) before the kill point:\n{output_of(process)[-3000:]}")
+            raise AssertionError(
+                f"the process ended (code {process.returncode}) before the kill point:\n{output_of(process)[-3000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
-            raise AssertionError(f"timed out waiting for the kill point:\n{output_of(process)[-3000:]}")
+            raise AssertionError(
+                f"timed out waiting for the kill point:\n{output_of(process)[-3000:]}"
+            )
         time.sleep(0.02)
 
 
@@ -157,12 +177,21 @@ def make_train_task(folder: Path, train_rows: int = 32, test_rows: int = 6) -> P
     from teacher_helpers import TOY_TASK
 
     def rows(numbers: range) -> str:
-        return "".join(json.dumps({"question": f"Is {n} even?", "answer": "yes" if n % 2 == 0 else "no"}) + "\n" for n in numbers)
+        return "".join(
+            json.dumps({"question": f"Is {n} even?", "answer": "yes" if n % 2 == 0 else "no"})
+            + "\n"
+            for n in numbers
+        )
 
     (folder / "toy.jsonl").write_text(rows(range(10, 10 + train_rows)))
     (folder / "test.jsonl").write_text(rows(range(100, 100 + test_rows)))
     path = folder / "toy.yaml"
-    path.write_text(TOY_TASK.replace("files: {train: toy.jsonl}", "files: {train: toy.jsonl, test: test.jsonl}\nvalidation: {from: train, size: 4, seed: 0}"))
+    path.write_text(
+        TOY_TASK.replace(
+            "files: {train: toy.jsonl}",
+            "files: {train: toy.jsonl, test: test.jsonl}\nvalidation: {from: train, size: 4, seed: 0}",
+        )
+    )
     return path
 
 

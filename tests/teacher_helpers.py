@@ -33,7 +33,10 @@ demonstrations:
 
 def make_toy_task(folder: Path, count: int = 12) -> Path:
     """A task YAML and ``count`` labelled rows: "Is N even?"."""
-    rows = [{"question": f"Is {n} even?", "answer": "yes" if n % 2 == 0 else "no"} for n in range(10, 10 + count)]
+    rows = [
+        {"question": f"Is {n} even?", "answer": "yes" if n % 2 == 0 else "no"}
+        for n in range(10, 10 + count)
+    ]
     (folder / "toy.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     path = folder / "toy.yaml"
     path.write_text(TOY_TASK)
@@ -63,7 +66,11 @@ class ScriptedTeacher:
         for request in requests:
             self.asked[request.prompt] += 1
             text = toy_answer(request.prompt)
-            yield Completion(request, text, usage={"prompt_tokens": len(request.prompt) // 4, "completion_tokens": 10})
+            yield Completion(
+                request,
+                text,
+                usage={"prompt_tokens": len(request.prompt) // 4, "completion_tokens": 10},
+            )
 
 
 def prompt_id(prompt: str) -> str:
@@ -96,7 +103,13 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
-        def send(self, status: int, body: bytes, headers: dict[str, str] | None = None, length: int | None = None) -> None:
+        def send(
+            self,
+            status: int,
+            body: bytes,
+            headers: dict[str, str] | None = None,
+            length: int | None = None,
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -111,7 +124,9 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 state.headers_seen.append(str(self.headers.get("Authorization")))
                 state.seeds[body.get("seed")] += 1
             if self.headers.get("Authorization") != f"Bearer {SECRET}":
-                self.send(401, json.dumps({"error": {"message": "bad key", "type": "auth"}}).encode())
+                self.send(
+                    401, json.dumps({"error": {"message": "bad key", "type": "auth"}}).encode()
+                )
                 return
             chat = self.path.endswith("/chat/completions")
             prompt = body["messages"][-1]["content"] if chat else body["prompt"]
@@ -145,13 +160,21 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4}
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 choice = (
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
                     if chat
                     else {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
                 )
                 response = {
-                    "id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": 0,
-                    "model": body["model"], "choices": [choice], "usage": usage,
+                    "id": "cmpl-1",
+                    "object": "chat.completion" if chat else "text_completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [choice],
+                    "usage": usage,
                 }
                 self.send(200, json.dumps(response).encode())
                 with state.lock:
@@ -177,4 +200,8 @@ def scripted_server(state: ServerState | None = None) -> Iterator[tuple[str, Ser
 
 def files_containing(folder: Path, needle: str) -> list[Path]:
     """Every file under ``folder`` whose bytes contain ``needle``."""
-    return [path for path in folder.rglob("*") if path.is_file() and needle.encode() in path.read_bytes()]
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and needle.encode() in path.read_bytes()
+    ]

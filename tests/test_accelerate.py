@@ -46,9 +46,35 @@ def student(tiny_causal, tmp_path_factory):
 def arguments(student, annotations, data_dir, output, bf16):
     # 13 examples in batches of 6: the last batch of each epoch (1 example) leaves one
     # process without any row, which must still take part in the step.
-    return ["train", "--task", "svamp", "--mode", "dss", "--student", str(student), "--annotations", str(annotations),
-            "--data-dir", str(data_dir), "--output-dir", str(output), "--max-steps", "4", "--batch-size", "6",
-            "--train-limit", "13", "--eval-limit", "6", "--learning-rate", "3e-3", "--bf16", str(bf16), "--threads", "1"]
+    return [
+        "train",
+        "--task",
+        "svamp",
+        "--mode",
+        "dss",
+        "--student",
+        str(student),
+        "--annotations",
+        str(annotations),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(output),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "6",
+        "--train-limit",
+        "13",
+        "--eval-limit",
+        "6",
+        "--learning-rate",
+        "3e-3",
+        "--bf16",
+        str(bf16),
+        "--threads",
+        "1",
+    ]
 
 
 def launch(args, processes=2):
@@ -58,9 +84,25 @@ def launch(args, processes=2):
     with socket.socket() as probe:  # a free port for the processes to meet on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-               "-m", "stepdistill.cli", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "stepdistill.cli",
+        *args,
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -80,8 +122,13 @@ def test_two_processes_train_like_one(student, annotations, data_dir, tmp_path, 
     assert main(common + ["--run-name", "one"]) == 0
     done = launch(common + ["--run-name", "two"])
     one, two = tmp_path / "one", tmp_path / "two"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # rank 1 made no folder of its own
-    assert json.loads(done.stdout[done.stdout.index("{"):])["processes"] == 2  # rank 0 reports, once
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "one",
+        "two",
+    ]  # rank 1 made no folder of its own
+    assert (
+        json.loads(done.stdout[done.stdout.index("{") :])["processes"] == 2
+    )  # rank 0 reports, once
     assert json.loads((two / "metrics.json").read_text())["processes"] == 2
 
     # Tolerances. fp32: the processes compute the same sums in another order and grouping
@@ -100,19 +147,29 @@ def test_two_processes_train_like_one(student, annotations, data_dir, tmp_path, 
     assert [row["step"] for row in a] == [row["step"] for row in b] == [1, 2, 3, 4]
     for row_a, row_b in zip(a, b, strict=True):
         for key in ("loss", "label_loss", "rationale_loss"):
-            assert row_b[key] == pytest.approx(row_a[key], rel=1e-2 if bf16 else 1e-6, abs=2e-5), (row_a, row_b)
+            assert row_b[key] == pytest.approx(row_a[key], rel=1e-2 if bf16 else 1e-6, abs=2e-5), (
+                row_a,
+                row_b,
+            )
     start, w1, w2 = load_file(student / "model.safetensors"), weights(one), weights(two)
     assert w1.keys() == w2.keys()
     difference = torch.cat([(w1[name] - w2[name]).flatten() for name in w1])
     moved = torch.cat([(w1[name] - start[name]).flatten() for name in w1])
-    assert float(moved.abs().max()) > 1e-3  # training changed the weights, so agreement means something
+    assert (
+        float(moved.abs().max()) > 1e-3
+    )  # training changed the weights, so agreement means something
     if bf16:
         assert float(difference.norm() / moved.norm()) < 0.05
     else:
         assert float(difference.abs().max()) < 1e-5
         # Evaluation is sharded over the processes and gathered: the same predictions.
-        assert any(json.loads(line)["raw"] for line in (two / "predictions" / "test.jsonl").read_text().splitlines())
-        assert (one / "predictions" / "test.jsonl").read_text() == (two / "predictions" / "test.jsonl").read_text()
+        assert any(
+            json.loads(line)["raw"]
+            for line in (two / "predictions" / "test.jsonl").read_text().splitlines()
+        )
+        assert (one / "predictions" / "test.jsonl").read_text() == (
+            two / "predictions" / "test.jsonl"
+        ).read_text()
 
 
 def test_a_batch_is_dealt_once_and_evenly_over_the_processes(monkeypatch):
@@ -127,7 +184,10 @@ def test_a_batch_is_dealt_once_and_evenly_over_the_processes(monkeypatch):
         shares.append(shard(batch, sizes, processes))
     assert sorted(shares[0] + shares[1]) == sorted(batch)
     # Longest first to the lighter process: 60, 50, 40 (to 50), 30 (to 60), 5.
-    assert shares == [[6, 3, 5], [0, 2]] and [sum(sizes[i] for i in share) for share in shares] == [95, 90]
+    assert shares == [[6, 3, 5], [0, 2]] and [sum(sizes[i] for i in share) for share in shares] == [
+        95,
+        90,
+    ]
     one = Processes()
     assert one.world == 1 and shard(batch, sizes, one) == batch
 

@@ -30,28 +30,52 @@ def test_builtin_demonstrations_parse_back_with_the_tasks_own_parser(name):
 
 def test_prompt_shapes_follow_the_task_data():
     esnli = load_task("esnli")
-    prompt = build_prompt(esnli, "A man.\nA person.", {"premise": "A man.", "hypothesis": "A person."})
+    prompt = build_prompt(
+        esnli, "A man.\nA person.", {"premise": "A man.", "hypothesis": "A person."}
+    )
     assert prompt.endswith("\n\nPremise: A man.\nHypothesis: A person.\nReasonings:")
     assert "\nAnswer: entailment\n\nPremise:" in prompt
     svamp = load_task("svamp")
-    assert build_prompt(svamp, "How many?").endswith("The answer is (23 - (5 * 3)).\n\nQ: How many?\nA:")
+    assert build_prompt(svamp, "How many?").endswith(
+        "The answer is (23 - (5 * 3)).\n\nQ: How many?\nA:"
+    )
 
 
 def test_samples_are_all_kept_with_their_index(tmp_path):
     task = make_toy_task(tmp_path, count=4)
     teacher = ScriptedTeacher(temperature=0.7)
-    summary = annotate(str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, samples=3, store=False)
+    summary = annotate(
+        str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, samples=3, store=False
+    )
     rows = load_annotation_samples(tmp_path / "out", "train")
-    assert [(row["id"], row["sample"]) for row in rows] == [(f"train-{i}", s) for i in range(4) for s in range(3)]
+    assert [(row["id"], row["sample"]) for row in rows] == [
+        (f"train-{i}", s) for i in range(4) for s in range(3)
+    ]
     assert summary["splits"]["train"] | {"rows": 12, "examples": 4} == summary["splits"]["train"]
-    assert len(load_annotations(tmp_path / "out", "train")) == 4  # one per example for older callers
+    assert (
+        len(load_annotations(tmp_path / "out", "train")) == 4
+    )  # one per example for older callers
     with pytest.raises(ValueError, match="temperature"):
-        annotate(str(task), ScriptedTeacher(temperature=0.0), tmp_path / "o2", splits=("train",), quiet=True, samples=2)
+        annotate(
+            str(task),
+            ScriptedTeacher(temperature=0.0),
+            tmp_path / "o2",
+            splits=("train",),
+            quiet=True,
+            samples=2,
+        )
 
 
 def test_filter_correct_drops_and_reports(tmp_path):
     task = make_toy_task(tmp_path, count=12)  # 10..21: the scripted model is wrong on 10, 15, 20
-    summary = annotate(str(task), ScriptedTeacher(), tmp_path / "out", splits=("train",), quiet=True, filter_correct=True)
+    summary = annotate(
+        str(task),
+        ScriptedTeacher(),
+        tmp_path / "out",
+        splits=("train",),
+        quiet=True,
+        filter_correct=True,
+    )
     split = summary["splits"]["train"]
     assert split["dropped_incorrect"] == 3 and split["rows_written"] == 9
     assert split["teacher_correct"] == 9 and split["teacher_accuracy"] == pytest.approx(0.75)
@@ -61,12 +85,16 @@ def test_filter_correct_drops_and_reports(tmp_path):
 def test_estimate_asks_nothing_and_counts_what_is_not_stored(tmp_path):
     task = make_toy_task(tmp_path, count=10)
     teacher = ScriptedTeacher(model="gpt-4o-mini")
-    before = annotate(str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, estimate=True)
+    before = annotate(
+        str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, estimate=True
+    )
     assert not teacher.asked
     train = before["splits"]["train"]
     assert train["to_ask"] == 10 and train["prompt_tokens"] > 0 and train["cost_usd_expected"] > 0
     annotate(str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, limit=4)
-    after = annotate(str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, estimate=True)
+    after = annotate(
+        str(task), teacher, tmp_path / "out", splits=("train",), quiet=True, estimate=True
+    )
     assert after["splits"]["train"]["stored"] == 4 and after["splits"]["train"]["to_ask"] == 6
 
 
@@ -77,8 +105,15 @@ def test_cost_budget_and_price_table(tmp_path):
     assert price_of(3, 5, "my-model", prices) == pytest.approx(3.0)
     assert price_of(3, 5, "unknown-local-model", prices) == 0.0
     task = make_toy_task(tmp_path, count=10)
-    summary = annotate(str(task), ScriptedTeacher(model="my-model"), tmp_path / "out", splits=("train",), quiet=True,
-                       prices=prices_file, max_cost=50.0)
+    summary = annotate(
+        str(task),
+        ScriptedTeacher(model="my-model"),
+        tmp_path / "out",
+        splits=("train",),
+        quiet=True,
+        prices=prices_file,
+        max_cost=50.0,
+    )
     assert "cost budget reached" in summary["stopped"]
     assert summary["usage"]["cost_usd"] >= 50.0 and summary["splits"]["train"]["rows"] < 10
     budget = Budget("x", {}, max_tokens=10)
@@ -103,14 +138,50 @@ def test_cli_estimate_and_annotate_with_options(tmp_path, capsys, monkeypatch):
 
     task = make_toy_task(tmp_path, count=5)
     with scripted_server() as (url, state):
-        code = main(["annotate", "--task", str(task), "--teacher", "openai", "--model", "gpt-4o-mini", "--base-url", url,
-                     "--output", str(tmp_path / "out"), "--splits", "train", "--estimate"])
+        code = main(
+            [
+                "annotate",
+                "--task",
+                str(task),
+                "--teacher",
+                "openai",
+                "--model",
+                "gpt-4o-mini",
+                "--base-url",
+                url,
+                "--output",
+                str(tmp_path / "out"),
+                "--splits",
+                "train",
+                "--estimate",
+            ]
+        )
         estimate = json.loads(capsys.readouterr().out)
         assert code == 0 and estimate["total"]["to_ask"] == 5 and not state.attempts
         monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-        code = main(["annotate", "--task", str(task), "--teacher", "openai", "--model", "gpt-4o-mini", "--base-url", url,
-                     "--output", str(tmp_path / "out"), "--splits", "train", "--option", "style=chat",
-                     "--option", "max_tokens=64", "--concurrency", "2"])
+        code = main(
+            [
+                "annotate",
+                "--task",
+                str(task),
+                "--teacher",
+                "openai",
+                "--model",
+                "gpt-4o-mini",
+                "--base-url",
+                url,
+                "--output",
+                str(tmp_path / "out"),
+                "--splits",
+                "train",
+                "--option",
+                "style=chat",
+                "--option",
+                "max_tokens=64",
+                "--concurrency",
+                "2",
+            ]
+        )
     out = capsys.readouterr().out
     assert code == 0 and "cost $" in out and len(state.answered) == 5
 
@@ -121,8 +192,23 @@ def test_cli_bootstrap_demos_through_an_openai_server(tmp_path, capsys, monkeypa
     monkeypatch.setenv("STEPDISTILL_API_KEY", SECRET)
     task = make_toy_task(tmp_path, count=8)
     with scripted_server() as (url, state):
-        code = main(["bootstrap-demos", "--task", str(task), "--teacher", "local-openai", "--model", "toy", "--base-url", url,
-                     "--output", str(tmp_path / "demos.yaml"), "--count", "3"])
+        code = main(
+            [
+                "bootstrap-demos",
+                "--task",
+                str(task),
+                "--teacher",
+                "local-openai",
+                "--model",
+                "toy",
+                "--base-url",
+                url,
+                "--output",
+                str(tmp_path / "demos.yaml"),
+                "--count",
+                "3",
+            ]
+        )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["kept"] == 3
     demos = yaml.safe_load((tmp_path / "demos.yaml").read_text())["demonstrations"]

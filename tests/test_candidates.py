@@ -32,9 +32,13 @@ def separate_log_likelihoods(model, tokenizer, text: str, options: list[str]) ->
         for option in options:
             target = encode_target(tokenizer, option, 64)
             if seq2seq:
-                logits = model(input_ids=torch.tensor([prompt]), labels=torch.tensor([target])).logits[0]
+                logits = model(
+                    input_ids=torch.tensor([prompt]), labels=torch.tensor([target])
+                ).logits[0]
             else:
-                logits = model(input_ids=torch.tensor([prompt + target])).logits[0, len(prompt) - 1 : -1]
+                logits = model(input_ids=torch.tensor([prompt + target])).logits[
+                    0, len(prompt) - 1 : -1
+                ]
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             values.append(float(log_probs[torch.arange(len(target)), torch.tensor(target)].sum()))
     return values
@@ -55,7 +59,9 @@ def model_and_tokenizer(request, tiny_causal, tiny_seq2seq, tmp_path_factory):
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
 def test_one_pass_scores_equal_separate_log_likelihoods(model_and_tokenizer, batch_size):
     model, tokenizer = model_and_tokenizer
-    packed = score_candidates(model, tokenizer, INPUTS, CANDIDATES, batch_size=batch_size, bf16=False)
+    packed = score_candidates(
+        model, tokenizer, INPUTS, CANDIDATES, batch_size=batch_size, bf16=False
+    )
     for text, options, scores in zip(INPUTS, CANDIDATES, packed, strict=True):
         expected = separate_log_likelihoods(model, tokenizer, text, options)
         assert scores == pytest.approx(expected, abs=1e-4)

@@ -39,10 +39,35 @@ def test_training_stops_after_patience_evaluations_without_improvement(
 ):
     # A tie (0.3 after 0.3) is no improvement: with patience 2, step 3 and 4 fail to beat step 2.
     scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.3, 0.5, 0.4])
-    arguments = ["train", "--task", "svamp", "--mode", "dss", "--student", str(tiny_causal), "--annotations", str(annotations),
-                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--run-name", "run", "--max-steps", "6",
-                 "--batch-size", "2", "--train-limit", "4", "--evals-per-epoch", "2", "--eval-limit", "2",
-                 "--early-stopping-patience", str(patience)]
+    arguments = [
+        "train",
+        "--task",
+        "svamp",
+        "--mode",
+        "dss",
+        "--student",
+        str(tiny_causal),
+        "--annotations",
+        str(annotations),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "run",
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--train-limit",
+        "4",
+        "--evals-per-epoch",
+        "2",
+        "--eval-limit",
+        "2",
+        "--early-stopping-patience",
+        str(patience),
+    ]
     assert main(arguments) == 0
     run = tmp_path / "runs" / "run"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -58,7 +83,9 @@ def test_patience_cannot_be_negative():
         make_config({"early_stopping_patience": -1})
 
 
-def test_valid_limit_caps_validation_and_keeps_the_test_set_whole(monkeypatch, tiny_causal, annotations, data_dir, tmp_path):
+def test_valid_limit_caps_validation_and_keeps_the_test_set_whole(
+    monkeypatch, tiny_causal, annotations, data_dir, tmp_path
+):
     seen = {}
 
     def evaluate_split(model, tokenizer, task, config, examples, *args, **kwargs):
@@ -66,9 +93,33 @@ def test_valid_limit_caps_validation_and_keeps_the_test_set_whole(monkeypatch, t
         return 0.0, []
 
     monkeypatch.setattr(train_module, "evaluate_split", evaluate_split)
-    arguments = ["train", "--task", "svamp", "--mode", "standard", "--student", str(tiny_causal), "--annotations", str(annotations),
-                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--run-name", "run", "--max-steps", "2",
-                 "--batch-size", "2", "--train-limit", "4", "--evals-per-epoch", "2", "--valid-limit", "5"]
+    arguments = [
+        "train",
+        "--task",
+        "svamp",
+        "--mode",
+        "standard",
+        "--student",
+        str(tiny_causal),
+        "--annotations",
+        str(annotations),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "run",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--train-limit",
+        "4",
+        "--evals-per-epoch",
+        "2",
+        "--valid-limit",
+        "5",
+    ]
     assert main(arguments) == 0
     (valid,) = seen["valid"]  # the same five examples at every evaluation
     assert len(valid) == 5 and len(next(iter(seen["test"]))) == 200  # SVAMP's whole test split

@@ -11,10 +11,25 @@ from stepdistill.cli import main
 @pytest.mark.slow
 def test_run_on_real_smollm2(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main([
-        "run", "--data-dir", str(data_dir), "--train-limit", "8", "--max-steps", "2", "--batch-size", "4",
-        "--eval-limit", "4", "--output-dir", str(tmp_path / "runs"), "--run-name", "e2e",
-    ])
+    code = main(
+        [
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--train-limit",
+            "8",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--eval-limit",
+            "4",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--run-name",
+            "e2e",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert re.search(r"teacher\s+palm-replay\s+test accuracy 77\.5%", out)  # all 200 test problems

@@ -29,28 +29,49 @@ pytest.importorskip("peft")
 def rows(tokenizer):
     config = make_config({"mode": "dss"})
     items = [
-        TrainingExample(Example(f"e{i}", "train", f"Luke scored {84 + i} points after {2 + i} rounds. How many?", None, "train", i),
-                        f"( {84 + i}.0 / {2 + i}.0 )", "He scored the points over the rounds. " * (1 + i % 2))
+        TrainingExample(
+            Example(
+                f"e{i}",
+                "train",
+                f"Luke scored {84 + i} points after {2 + i} rounds. How many?",
+                None,
+                "train",
+                i,
+            ),
+            f"( {84 + i}.0 / {2 + i}.0 )",
+            "He scored the points over the rounds. " * (1 + i % 2),
+        )
         for i in range(4)
     ]
     return [row for item in items for row in encode_example(tokenizer, config, item, False)]
 
 
-def test_only_the_adapters_get_gradients_and_the_merged_model_computes_the_same(tiny_causal, tmp_path):
+def test_only_the_adapters_get_gradients_and_the_merged_model_computes_the_same(
+    tiny_causal, tmp_path
+):
     from transformers import AutoModelForCausalLM
 
     model, tokenizer = load_student(str(tiny_causal))
-    config = make_config({"lora_rank": 4, "lora_alpha": 8, "lora_target_modules": "q_proj,v_proj,down_proj"})
+    config = make_config(
+        {"lora_rank": 4, "lora_alpha": 8, "lora_target_modules": "q_proj,v_proj,down_proj"}
+    )
     wrapper = apply_lora(model, config)
-    groups = [collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows(tokenizer), 4096, False, 128)]
+    groups = [
+        collate(g, tokenizer.pad_token_id, False)
+        for g in micro_batches(rows(tokenizer), 4096, False, 128)
+    ]
     weights = MasterWeights(model, enabled=True)  # bf16 compute, as training runs by default
-    assert weights.named and all(".lora_A." in name or ".lora_B." in name for name, _ in weights.named)
+    assert weights.named and all(
+        ".lora_A." in name or ".lora_B." in name for name, _ in weights.named
+    )
     assert {name.split(".")[-4] for name, _ in weights.named} == {"q_proj", "v_proj", "down_proj"}
     optimizer = torch.optim.AdamW(weights.master, lr=1e-2)
     for _ in range(3):
         step_loss(model, groups, 1.0)
         for name, p in model.named_parameters():
-            assert (p.grad is not None) == p.requires_grad, name  # frozen base weights get no gradient
+            assert (p.grad is not None) == p.requires_grad, (
+                name
+            )  # frozen base weights get no gradient
         weights.gradients_to_master()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -63,7 +84,9 @@ def test_only_the_adapters_get_gradients_and_the_merged_model_computes_the_same(
         adapted = model(**inputs).logits
     merged = wrapper.merge_and_unload()
     merged.save_pretrained(tmp_path / "merged")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # plain transformers, no peft
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "merged"
+    )  # plain transformers, no peft
     with torch.no_grad():
         assert torch.allclose(reloaded(**inputs).logits, adapted, atol=1e-4)
     with torch.no_grad():
@@ -79,7 +102,9 @@ def annotations(data_dir, tmp_path):
     return tmp_path / "annotations"
 
 
-def test_a_lora_run_saves_a_plain_merged_model_that_loads_and_predicts(tiny_causal, annotations, data_dir, tmp_path):
+def test_a_lora_run_saves_a_plain_merged_model_that_loads_and_predicts(
+    tiny_causal, annotations, data_dir, tmp_path
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from stepdistill.evaluate import predict
@@ -90,12 +115,47 @@ def test_a_lora_run_saves_a_plain_merged_model_that_loads_and_predicts(tiny_caus
     student = tmp_path / "student"
     shutil.copytree(tiny_causal, student)
     scramble(student)
-    assert main(["train", "--task", "svamp", "--mode", "dss", "--student", str(student), "--annotations", str(annotations),
-                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--run-name", "lora", "--max-steps", "3",
-                 "--batch-size", "4", "--train-limit", "8", "--eval-limit", "4", "--learning-rate", "1e-2", "--lora-rank", "4",
-                 "--lora-target-modules", "q_proj,v_proj"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "svamp",
+                "--mode",
+                "dss",
+                "--student",
+                str(student),
+                "--annotations",
+                str(annotations),
+                "--data-dir",
+                str(data_dir),
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--run-name",
+                "lora",
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--train-limit",
+                "8",
+                "--eval-limit",
+                "4",
+                "--learning-rate",
+                "1e-2",
+                "--lora-rank",
+                "4",
+                "--lora-target-modules",
+                "q_proj,v_proj",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "runs" / "lora"
-    start, saved = load_file(student / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    start, saved = (
+        load_file(student / "model.safetensors"),
+        load_file(run / "model" / "model.safetensors"),
+    )
     assert saved.keys() == start.keys()  # the same tensors as the base model: no adapter left in it
     for name in start:
         changed = not torch.equal(saved[name], start[name])
@@ -105,11 +165,23 @@ def test_a_lora_run_saves_a_plain_merged_model_that_loads_and_predicts(tiny_caus
 
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
-    written = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+    written = [
+        json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()
+    ]
     task = load_run(run).task
-    again = predict(model, tokenizer, task, [row["input"] for row in written], "dss", max_input_tokens=256, batch_size=32)
+    again = predict(
+        model,
+        tokenizer,
+        task,
+        [row["input"] for row in written],
+        "dss",
+        max_input_tokens=256,
+        batch_size=32,
+    )
     assert any(row["raw"] for row in written)
-    assert [p["raw"] for p in again] == [row["raw"] for row in written]  # the saved model is the trained one
+    assert [p["raw"] for p in again] == [
+        row["raw"] for row in written
+    ]  # the saved model is the trained one
 
 
 def test_lora_settings_are_checked():

@@ -37,9 +37,31 @@ def test_a_training_run_records_the_precision_it_used(hardware, tiny_causal, dat
     from stepdistill.annotate import annotate
 
     annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
-    arguments = ["train", "--task", "svamp", "--mode", "dss", "--student", str(tiny_causal), "--annotations",
-                 str(tmp_path / "annotations"), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"),
-                 "--run-name", "run", "--max-steps", "1", "--batch-size", "2", "--train-limit", "2", "--eval-limit", "2"]
+    arguments = [
+        "train",
+        "--task",
+        "svamp",
+        "--mode",
+        "dss",
+        "--student",
+        str(tiny_causal),
+        "--annotations",
+        str(tmp_path / "annotations"),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "run",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--train-limit",
+        "2",
+        "--eval-limit",
+        "2",
+    ]
     assert main(arguments) == 0
     metrics = json.loads((tmp_path / "runs" / "run" / "metrics.json").read_text())
     assert metrics["bf16"] is hardware

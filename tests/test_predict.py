@@ -11,7 +11,10 @@ from stepdistill.cli import main
 from stepdistill.predict import existing_ids
 from stepdistill.student import Student
 
-RECORDS = [{"id": f"r{i}", "premise": f"premise {i}", "hypothesis": f"hypothesis {i * 7}"} for i in range(7)]
+RECORDS = [
+    {"id": f"r{i}", "premise": f"premise {i}", "hypothesis": f"hypothesis {i * 7}"}
+    for i in range(7)
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,22 @@ def read_rows(path):
 def test_predict_writes_one_row_per_record(run, expected, tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out" / "preds.jsonl"
-    assert main(["predict", str(run), "--input", str(source), "--output", str(out), "--rationale", "--chunk-size", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--rationale",
+                "--chunk-size",
+                "3",
+            ]
+        )
+        == 0
+    )
     rows = read_rows(out)
     assert [row["id"] for row in rows] == [r["id"] for r in RECORDS]
     assert [(row["prediction"], row["raw"], row["rationale"]) for row in rows] == [
@@ -47,7 +65,23 @@ def test_predict_writes_one_row_per_record(run, expected, tmp_path):
 def test_resume_skips_done_ids_and_repairs_a_torn_line(run, expected, tmp_path, capsys):
     source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "preds.jsonl"
-    assert main(["predict", str(run), "--input", str(source), "--output", str(out), "--limit", "3", "--chunk-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--limit",
+                "3",
+                "--chunk-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert [row["id"] for row in read_rows(out)] == ["r0", "r1", "r2"]
     with out.open("a") as handle:
         handle.write('{"id": "r3", "predic')  # a crash mid-line
@@ -64,7 +98,10 @@ def test_resume_skips_done_ids_and_repairs_a_torn_line(run, expected, tmp_path, 
 
 def test_csv_without_ids_uses_row_positions(run, expected, tmp_path):
     source = tmp_path / "in.csv"
-    source.write_text("premise,hypothesis\n" + "".join(f'"{r["premise"]}","{r["hypothesis"]}"\n' for r in RECORDS[:4]))
+    source.write_text(
+        "premise,hypothesis\n"
+        + "".join(f'"{r["premise"]}","{r["hypothesis"]}"\n' for r in RECORDS[:4])
+    )
     out = tmp_path / "preds.jsonl"
     assert main(["predict", str(run), "--input", str(source), "--output", str(out)]) == 0
     rows = read_rows(out)
@@ -76,7 +113,10 @@ def test_csv_without_ids_uses_row_positions(run, expected, tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"id": "a", "premise": "p", "hypothesis": "h"}\n{"id": "a", "premise": "p", "hypothesis": "h"}\n', "in.jsonl:2: duplicate id 'a'"),
+        (
+            '{"id": "a", "premise": "p", "hypothesis": "h"}\n{"id": "a", "premise": "p", "hypothesis": "h"}\n',
+            "in.jsonl:2: duplicate id 'a'",
+        ),
         ('{"id": "a", "premise": "p"}\n', "in.jsonl:1: missing field 'hypothesis'"),
         ('{"id": "a", "premise": "p", "hypothesis": "h"}\n{oops\n', "in.jsonl:2: invalid JSON"),
     ],
@@ -84,7 +124,10 @@ def test_csv_without_ids_uses_row_positions(run, expected, tmp_path):
 def test_bad_input_is_reported_with_file_and_line(run, tmp_path, capsys, content, message):
     source = tmp_path / "in.jsonl"
     source.write_text(content)
-    assert main(["predict", str(run), "--input", str(source), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert (
+        main(["predict", str(run), "--input", str(source), "--output", str(tmp_path / "o.jsonl")])
+        == 2
+    )
     assert message in capsys.readouterr().err
 
 

@@ -26,7 +26,17 @@ MEMORY_LIMIT = 4 * 1024 * 1024  # bytes, tracemalloc peak per call
 # ------------------------------------------------------------------ no code runs
 
 _watching = {"on": False, "events": []}
-_FORBIDDEN = ("exec", "compile", "import", "open", "os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "ctypes.")
+_FORBIDDEN = (
+    "exec",
+    "compile",
+    "import",
+    "open",
+    "os.system",
+    "subprocess.Popen",
+    "os.exec",
+    "os.posix_spawn",
+    "ctypes.",
+)
 
 
 def _audit(event: str, _args: object) -> None:
@@ -88,12 +98,24 @@ def render(tree: object, draw_style: st.DataObject) -> str:
     if isinstance(tree, Fraction):
         number = tree
         if number.denominator == 1:
-            return draw_style.draw(st.sampled_from([f"{number.numerator}", f"{number.numerator}.0", f"{number.numerator}."]))
+            return draw_style.draw(
+                st.sampled_from(
+                    [f"{number.numerator}", f"{number.numerator}.0", f"{number.numerator}."]
+                )
+            )
         return f"{float(number):.2f}".rstrip("0")
     operator, *parts = tree  # type: ignore[misc]
     if operator == "neg":
-        return "-" + render(parts[0], draw_style) if not isinstance(parts[0], Fraction) else f"-{render(parts[0], draw_style)}"
-    symbol = draw_style.draw(st.sampled_from({"+": ["+"], "-": ["-", "−"], "*": ["*", "×", "x"], "/": ["/", "÷"]}[operator]))
+        return (
+            "-" + render(parts[0], draw_style)
+            if not isinstance(parts[0], Fraction)
+            else f"-{render(parts[0], draw_style)}"
+        )
+    symbol = draw_style.draw(
+        st.sampled_from(
+            {"+": ["+"], "-": ["-", "−"], "*": ["*", "×", "x"], "/": ["/", "÷"]}[operator]
+        )
+    )
     space = draw_style.draw(st.sampled_from(["", " ", "  "]))
     return f"({space}{render(parts[0], draw_style)}{space}{symbol}{space}{render(parts[1], draw_style)}{space})"
 
@@ -112,7 +134,13 @@ trees = st.recursive(
 )
 
 
-@settings(max_examples=300, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(trees, st.data())
 def test_valid_expressions_match_the_exact_reference(tree, data):
     text = render(tree, data)
@@ -196,7 +224,7 @@ def test_hostile_strings_are_invalid_fast_and_run_nothing(text):
 
 # Big or odd but legal: a value (or invalid past a float's range), as fast.
 LEGAL = [
-    (" / ".join(["7"] * 120), 7.0 ** -118),
+    (" / ".join(["7"] * 120), 7.0**-118),
     ("1" + " + 1" * 127, 128.0),
     (" * ".join(["99"] * 80), float(99**80)),
     ("9" * 200 + " * " + "9" * 200, None),  # 1e400: past a float's range, so invalid
@@ -224,7 +252,9 @@ def test_exact_arithmetic_where_floats_would_round():
     assert evaluate("(0.1 + 0.2) - 0.3") == 0.0
     assert evaluate("1 / 3 * 3") == 1.0
     assert safe_value("1 / ((0.1 + 0.2) - 0.3)") is None  # not 3.6e16
-    assert evaluate("9" * 250 + " / " + "9" * 249) == pytest.approx(10.0)  # huge, exact, then a float
+    assert evaluate("9" * 250 + " / " + "9" * 249) == pytest.approx(
+        10.0
+    )  # huge, exact, then a float
 
 
 def test_figures():
@@ -236,5 +266,7 @@ def test_figures():
         tick = time.perf_counter()
         safe_value(text)
         worst = max(worst, time.perf_counter() - tick)
-    print(f"\narithmetic: {len(HOSTILE)} hostile and {len(LEGAL)} big legal strings in {(time.perf_counter() - started) * 1000:.1f} ms "
-          f"(slowest {worst * 1000:.2f} ms; limit {TIME_LIMIT * 1000:.0f} ms, {MEMORY_LIMIT // 2**20} MB)")
+    print(
+        f"\narithmetic: {len(HOSTILE)} hostile and {len(LEGAL)} big legal strings in {(time.perf_counter() - started) * 1000:.1f} ms "
+        f"(slowest {worst * 1000:.2f} ms; limit {TIME_LIMIT * 1000:.0f} ms, {MEMORY_LIMIT // 2**20} MB)"
+    )

@@ -56,18 +56,48 @@ BAD_FILES = [
     ("d.jsonl", jl(OK, {"id": "1", "q": "x"}), 2, "duplicate id '1'"),
     ("d.jsonl", jl(OK) + b'"just a string"\n', 2, "expected a JSON object per line, got a string"),
     ("d.jsonl", jl(OK) + b'{"id": 2, "q": "\\ud800 half a pair"}\n', 2, "lone UTF-16 surrogate"),
-    ("d.jsonl", jl(OK) + b'{"id": 2, "q": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", 2, "nested too deeply"),
-    ("d.jsonl", b"\n\n" + jl(OK) + b"\n" + jl({"id": 2}), 5, "missing field 'q'"),  # blank lines still count
+    (
+        "d.jsonl",
+        jl(OK) + b'{"id": 2, "q": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        2,
+        "nested too deeply",
+    ),
+    (
+        "d.jsonl",
+        b"\n\n" + jl(OK) + b"\n" + jl({"id": 2}),
+        5,
+        "missing field 'q'",
+    ),  # blank lines still count
     # a JSON list: the line of the item, not its position
-    ("d.json", b'[\n  {"id": 1, "q": "a"},\n\n  {"id": 2, "q": 5, "a": "maybe"}\n]\n', 4, "label 'maybe' is not one of"),
-    ("d.json", b'[\n  {"id": 1, "q": "a"},\n  {"id": 2,\n   "q": "b"},\n  {"id": 3}\n]', 5, "missing field 'q'"),
+    (
+        "d.json",
+        b'[\n  {"id": 1, "q": "a"},\n\n  {"id": 2, "q": 5, "a": "maybe"}\n]\n',
+        4,
+        "label 'maybe' is not one of",
+    ),
+    (
+        "d.json",
+        b'[\n  {"id": 1, "q": "a"},\n  {"id": 2,\n   "q": "b"},\n  {"id": 3}\n]',
+        5,
+        "missing field 'q'",
+    ),
     ("d.json", b'[\n  {"id": 1, "q": "a"},\n  {"id": 2, "q": "b"', 3, "invalid JSON"),
     ("d.json", b'[\n  {"id": 1, "q": "a"},\n  {"id": 2, "q": "b"}\n', 4, "truncated"),
     ("d.json", b'[\n  {"id": 1, "q": "a"}\n]\n{"id": 2}\n', 4, "text after the end of the list"),
-    ("d.json", b'[\n  {"id": 1, "q": "a"},\n  ["not", "an object"]\n]', 3, "expected a list of JSON objects, got a list"),
+    (
+        "d.json",
+        b'[\n  {"id": 1, "q": "a"},\n  ["not", "an object"]\n]',
+        3,
+        "expected a list of JSON objects, got a list",
+    ),
     ("d.json", b'[{"id": 1, "q": "a"},\n {"id": 1, "q": "b"}]', 2, "duplicate id '1'"),
     # CSV: quoted newlines do not shift the line numbers
-    ("d.csv", b'id,q,a\n1,"two\nlines",yes\n2,"three\nmore\nlines",no\n3,x,maybe\n', 7, "label 'maybe'"),
+    (
+        "d.csv",
+        b'id,q,a\n1,"two\nlines",yes\n2,"three\nmore\nlines",no\n3,x,maybe\n',
+        7,
+        "label 'maybe'",
+    ),
     ("d.csv", b'id,q,a\n1,"two\nlines",yes\n2,x,no,extra\n', 4, "more values than header columns"),
     ("d.csv", b'id,q,a\n1,ok,yes\n2,"never closed,no\n3,x,yes\n', 3, "malformed CSV"),
     ("d.csv", b'id,q,a\n1,"x"y,yes\n', 2, "malformed CSV"),
@@ -79,8 +109,14 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize("name, content, line, problem", BAD_FILES, ids=[f"{i}-{case[3][:24]}" for i, case in enumerate(BAD_FILES)])
-def test_bad_file_names_file_line_and_problem_and_annotate_writes_nothing(tmp_path, name, content, line, problem):
+@pytest.mark.parametrize(
+    "name, content, line, problem",
+    BAD_FILES,
+    ids=[f"{i}-{case[3][:24]}" for i, case in enumerate(BAD_FILES)],
+)
+def test_bad_file_names_file_line_and_problem_and_annotate_writes_nothing(
+    tmp_path, name, content, line, problem
+):
     from teacher_helpers import ScriptedTeacher
 
     task = write_task(tmp_path, name, content)
@@ -97,16 +133,28 @@ def test_bad_file_names_file_line_and_problem_and_annotate_writes_nothing(tmp_pa
 def test_bad_file_figures():
     kinds = {name.rsplit(".", 1)[1] for name, *_ in BAD_FILES}
     assert kinds == {"jsonl", "json", "csv"} and len(BAD_FILES) >= 30
-    print(f"\nhostile input files: {len(BAD_FILES)} cases ({', '.join(sorted(kinds))}), each an error naming file:line")
+    print(
+        f"\nhostile input files: {len(BAD_FILES)} cases ({', '.join(sorted(kinds))}), each an error naming file:line"
+    )
 
 
 @pytest.mark.parametrize(
     "name, content",
     [
         ("bom.jsonl", b"\xef\xbb\xbf" + jl(OK, {"id": 2, "q": "b", "a": "no"})),
-        ("bom.json", b"\xef\xbb\xbf[" + json.dumps(OK).encode() + b", " + json.dumps({"id": 2, "q": "b", "a": "no"}).encode() + b"]"),
+        (
+            "bom.json",
+            b"\xef\xbb\xbf["
+            + json.dumps(OK).encode()
+            + b", "
+            + json.dumps({"id": 2, "q": "b", "a": "no"}).encode()
+            + b"]",
+        ),
         ("bom.csv", b"\xef\xbb\xbfid,q,a\r\n1,Is it?,yes\r\n2,b,no\r\n"),
-        ("extra.jsonl", jl({**OK, "unused": [1, {"x": None}], "also": None}, {"id": 2, "q": "b", "a": "no"})),
+        (
+            "extra.jsonl",
+            jl({**OK, "unused": [1, {"x": None}], "also": None}, {"id": 2, "q": "b", "a": "no"}),
+        ),
         ("numbers.jsonl", jl({"id": 1, "q": "Is it?", "a": "yes"}, {"id": 2, "q": 3.5, "a": "no"})),
         ("unlabeled.jsonl", jl({"id": 1, "q": "Is it?", "a": "yes"}, {"id": 2, "q": "b", "a": ""})),
     ],
@@ -123,7 +171,7 @@ def test_tolerated_files(tmp_path, name, content):
 
 @pytest.mark.parametrize("name", ["big.jsonl", "big.csv", "big.json"])
 def test_one_megabyte_inputs_are_read_whole_and_fast(tmp_path, name):
-    text = ("word " * (MB // 5)).strip() + "\nand a second line, with \"quotes\", commas"
+    text = ("word " * (MB // 5)).strip() + '\nand a second line, with "quotes", commas'
     rows = [{"id": 1, "q": text, "a": "yes"}, {"id": 2, "q": "short", "a": "no"}]
     if name.endswith(".csv"):
         quoted = text.replace('"', '""')
@@ -180,7 +228,9 @@ def test_predict_on_a_file_bad_at_its_last_line_writes_nothing(run, tmp_path, ta
     source.write_bytes(jl(*GOOD) + tail)
     out = tmp_path / "out" / "preds.jsonl"
     with pytest.raises(DataError, match=f"in.jsonl:41: .*{problem}"):
-        predict(run, source, out, chunk_size=2, progress=False)  # 20 chunks would fit before line 41
+        predict(
+            run, source, out, chunk_size=2, progress=False
+        )  # 20 chunks would fit before line 41
     assert not out.exists() and not out.parent.exists()
 
 
@@ -192,11 +242,17 @@ TASK_OK = "name: t\nfiles: {train: d.jsonl}\ninput_fields: [q]\n"
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ("name: t\nfiles: {train: 5}\n", "field 'files' must be a mapping of split name to file path"),
+        (
+            "name: t\nfiles: {train: 5}\n",
+            "field 'files' must be a mapping of split name to file path",
+        ),
         ("name: t\nfiles: d.jsonl\n", "field 'files'"),
         (TASK_OK + "labels: yes\n", "field 'labels' must be a list"),
         (TASK_OK + "label_map: [a, b]\n", "field 'label_map'"),
-        (TASK_OK + "max_label_tokens: many\n", "field 'max_label_tokens' must be a positive whole number"),
+        (
+            TASK_OK + "max_label_tokens: many\n",
+            "field 'max_label_tokens' must be a positive whole number",
+        ),
         (TASK_OK + "max_label_tokens: 0\n", "field 'max_label_tokens'"),
         (TASK_OK + "input_template: 5\n", "field 'input_template' must be text"),
         (TASK_OK + "label_field: [a]\n", "field 'label_field' must be a field name"),
@@ -227,7 +283,10 @@ def test_bad_task_file_through_the_cli_is_one_clear_line(tmp_path, capsys):
     from stepdistill.cli import main
 
     (tmp_path / "t.yaml").write_text("name: t\nfiles: {train: 5}\n")
-    assert main(["annotate", "--task", str(tmp_path / "t.yaml"), "--output", str(tmp_path / "out")]) == 2
+    assert (
+        main(["annotate", "--task", str(tmp_path / "t.yaml"), "--output", str(tmp_path / "out")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "t.yaml: field 'files'" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
@@ -251,7 +310,9 @@ def test_store_file_that_is_not_a_store_is_refused_clearly(tmp_path):
     with pytest.raises(StoreError, match="other tables \\(users\\), not a response store"):
         Store(foreign)
     with closing(sqlite3.connect(foreign)) as db:  # nothing was added to it
-        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["users"]
+        assert [
+            r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ] == ["users"]
 
 
 def test_version_1_store_keeps_its_answers_through_the_migration(tmp_path):
@@ -278,9 +339,21 @@ def test_version_1_store_keeps_its_answers_through_the_migration(tmp_path):
             db.execute(statement)
         db.execute("INSERT INTO schema_version VALUES (1)")
         for request in requests:
-            db.execute("INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (caching.key(request), prompt_sha(request.prompt), canonical(teacher.identity), "scripted", request.prompt,
-                        0, f"stored answer {request.example.id}", 5, 7, 0.0))
+            db.execute(
+                "INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    caching.key(request),
+                    prompt_sha(request.prompt),
+                    canonical(teacher.identity),
+                    "scripted",
+                    request.prompt,
+                    0,
+                    f"stored answer {request.example.id}",
+                    5,
+                    7,
+                    0.0,
+                ),
+            )
         db.commit()
     caching.store.close()
     with Store(path) as store:

@@ -47,9 +47,33 @@ def toy(tmp_path_factory):
 def train_args(task: Path, annotations: Path, student: Path, runs: Path) -> list[str]:
     # 28 training examples, batch 2: 14 steps an epoch, so the only validation is at
     # step 12 and the saved (best) weights are the final ones; a checkpoint every 2.
-    return ["train", "--task", str(task), "--mode", "dss", "--student", str(student), "--annotations", str(annotations),
-            "--output-dir", str(runs), "--max-steps", "12", "--batch-size", "2", "--eval-limit", "4",
-            "--checkpoint-every", "2", "--learning-rate", "3e-3", "--threads", "1", "--max-rationale-tokens", "8"]
+    return [
+        "train",
+        "--task",
+        str(task),
+        "--mode",
+        "dss",
+        "--student",
+        str(student),
+        "--annotations",
+        str(annotations),
+        "--output-dir",
+        str(runs),
+        "--max-steps",
+        "12",
+        "--batch-size",
+        "2",
+        "--eval-limit",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--learning-rate",
+        "3e-3",
+        "--threads",
+        "1",
+        "--max-rationale-tokens",
+        "8",
+    ]
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -105,24 +129,54 @@ def test_train_killed_three_ways_resumes_to_the_same_weights(toy, tiny_causal, t
     resumed = load_file(killed / "model" / "model.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(expected[name].equal(resumed[name]) for name in expected)
-    logs = [[json.loads(line)["loss"] for line in (runs / name / "train_log.jsonl").read_text().splitlines()] for name in ("whole", "killed")]
+    logs = [
+        [
+            json.loads(line)["loss"]
+            for line in (runs / name / "train_log.jsonl").read_text().splitlines()
+        ]
+        for name in ("whole", "killed")
+    ]
     assert logs[0] == logs[1] and len(logs[0]) == 12
-    metrics = [json.loads((runs / name / "metrics.json").read_text()) for name in ("whole", "killed")]
-    assert metrics[0]["valid_history"] == metrics[1]["valid_history"] and metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]
-    leftovers = [p.name for p in killed.iterdir() if p.name.startswith(("checkpoint", "best-weights", "."))]
+    metrics = [
+        json.loads((runs / name / "metrics.json").read_text()) for name in ("whole", "killed")
+    ]
+    assert (
+        metrics[0]["valid_history"] == metrics[1]["valid_history"]
+        and metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]
+    )
+    leftovers = [
+        p.name for p in killed.iterdir() if p.name.startswith(("checkpoint", "best-weights", "."))
+    ]
     assert leftovers == []
-    print(f"\ntrain kill -9: {len(figures)} kills ({'; '.join(figures)}), resumed from steps 4, 6, 6; "
-          f"{len(expected)} tensors equal to the uninterrupted run, 12/12 losses equal; {time.monotonic() - started:.1f} s")
+    print(
+        f"\ntrain kill -9: {len(figures)} kills ({'; '.join(figures)}), resumed from steps 4, 6, 6; "
+        f"{len(expected)} tensors equal to the uninterrupted run, 12/12 losses equal; {time.monotonic() - started:.1f} s"
+    )
 
 
 @pytest.mark.slow
 def test_sweep_killed_mid_run_and_mid_append_ends_with_one_row_per_run(toy, tiny_causal, tmp_path):
     task, annotations = toy
     output = tmp_path / "sweep"
-    base = {"task": str(task), "mode": "dss", "student": str(tiny_causal), "annotations": str(annotations), "max_steps": 4,
-            "batch_size": 4, "eval_limit": 2, "checkpoint_every": 1, "learning_rate": 3e-3, "threads": 1, "max_rationale_tokens": 4}
+    base = {
+        "task": str(task),
+        "mode": "dss",
+        "student": str(tiny_causal),
+        "annotations": str(annotations),
+        "max_steps": 4,
+        "batch_size": 4,
+        "eval_limit": 2,
+        "checkpoint_every": 1,
+        "learning_rate": 3e-3,
+        "threads": 1,
+        "max_rationale_tokens": 4,
+    }
     spec = tmp_path / "sweep.yaml"
-    spec.write_text(json.dumps({"name": "kill", "output_dir": str(output), "base": base, "grid": {"seed": [0, 1, 2]}}))
+    spec.write_text(
+        json.dumps(
+            {"name": "kill", "output_dir": str(output), "base": base, "grid": {"seed": [0, 1, 2]}}
+        )
+    )
     ids = [f"toy-dss-f1-{tiny_causal.name}-s{seed}" for seed in range(3)]
     results = output / "results.jsonl"
     started = time.monotonic()
@@ -150,14 +204,23 @@ def test_sweep_killed_mid_run_and_mid_append_ends_with_one_row_per_run(toy, tiny
     assert sorted(row["run_id"] for row in read_results(results)) == ids and len(lines) == 3
     folders = sorted(p.name for p in (output / "runs").iterdir())
     assert folders == ids  # no run trained twice into a "-2" folder
-    assert all((output / "runs" / name / "metrics.json").is_file() and not (output / "runs" / name / "checkpoint").exists() for name in ids)
+    assert all(
+        (output / "runs" / name / "metrics.json").is_file()
+        and not (output / "runs" / name / "checkpoint").exists()
+        for name in ids
+    )
     process, _ = start_cli(["sweep", str(spec)], tmp_path)
     assert "3 done, 0 to run" in finish(process)
-    print(f"\nsweep kill -9: 2 kills (mid-step in run 2; mid-append, {len(torn) - len(lines[0]) - 1} torn bytes cut); "
-          f"3 rows for 3 runs, 0 torn lines, 0 runs trained twice; {time.monotonic() - started:.1f} s")
+    print(
+        f"\nsweep kill -9: 2 kills (mid-step in run 2; mid-append, {len(torn) - len(lines[0]) - 1} torn bytes cut); "
+        f"3 rows for 3 runs, 0 torn lines, 0 runs trained twice; {time.monotonic() - started:.1f} s"
+    )
 
 
-RECORDS = [{"id": f"r{i}", "premise": f"premise {i}", "hypothesis": f"hypothesis {i * 7}"} for i in range(24)]
+RECORDS = [
+    {"id": f"r{i}", "premise": f"premise {i}", "hypothesis": f"hypothesis {i * 7}"}
+    for i in range(24)
+]
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +250,20 @@ def uninterrupted(predict_run, tmp_path_factory):
 def test_predict_killed_mid_chunk_resumes_to_the_same_output(predict_run, uninterrupted, tmp_path):
     source, expected = uninterrupted
     out = tmp_path / "out.jsonl"
-    args = ["predict", str(predict_run), "--input", str(source), "--output", str(out), "--chunk-size", "4"]
+    args = [
+        "predict",
+        str(predict_run),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--chunk-size",
+        "4",
+    ]
     started = time.monotonic()
-    process, marker = start_cli(args, tmp_path, pause="predict:4")  # 3 chunks written, the 4th in the model
+    process, marker = start_cli(
+        args, tmp_path, pause="predict:4"
+    )  # 3 chunks written, the 4th in the model
     kill_at_pause(process, marker)
     written = out.read_bytes()
     assert written.count(b"\n") == 12 and written.endswith(b"\n")
@@ -198,8 +272,10 @@ def test_predict_killed_mid_chunk_resumes_to_the_same_output(predict_run, uninte
     summary = json.loads(text[text.index('{\n  "output"') :])
     assert summary == {"output": str(out), "records": 24, "skipped": 12, "predicted": 12}
     assert out.read_bytes() == expected
-    print(f"\npredict kill -9: killed after 12/24 rows, rerun skipped 12 and predicted 12, output byte-identical; "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\npredict kill -9: killed after 12/24 rows, rerun skipped 12 and predicted 12, output byte-identical; "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 def test_predict_output_torn_at_every_byte_resumes_correctly(predict_run, uninterrupted, tmp_path):
@@ -217,8 +293,13 @@ def test_predict_output_torn_at_every_byte_resumes_correctly(predict_run, uninte
     for offset in samples:
         out.write_bytes(expected[:offset])
         summary = predict(predict_run, source, out, chunk_size=4, progress=False)
-        assert summary["skipped"] == sum(1 for end in ends if end <= offset) and out.read_bytes() == expected, offset
-    print(f"\npredict torn output: {len(expected) + 1} cut points checked ({len(lines)} rows), {len(samples)} resumed byte-identical")
+        assert (
+            summary["skipped"] == sum(1 for end in ends if end <= offset)
+            and out.read_bytes() == expected
+        ), offset
+    print(
+        f"\npredict torn output: {len(expected) + 1} cut points checked ({len(lines)} rows), {len(samples)} resumed byte-identical"
+    )
 
 
 def test_sweep_results_torn_at_every_byte_then_appended_have_no_torn_line(tmp_path):
@@ -236,7 +317,9 @@ def test_sweep_results_torn_at_every_byte_then_appended_have_no_torn_line(tmp_pa
         parsed = [json.loads(line) for line in data.decode().splitlines()]  # no torn line anywhere
         assert parsed == [*rows[: len(parsed) - 1], new], offset
         assert read_results(path) == parsed
-    print(f"\nsweep results torn: {len(full) + 1} cut points, each repaired on the next append (0 torn lines left)")
+    print(
+        f"\nsweep results torn: {len(full) + 1} cut points, each repaired on the next append (0 torn lines left)"
+    )
 
 
 def test_atomic_write_interrupted_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -249,7 +332,9 @@ def test_atomic_write_interrupted_leaves_the_old_file_and_no_temporary(tmp_path,
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_text(target, "new " * 10_000)
-    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == [
+        "summary.json"
+    ]
     monkeypatch.undo()
     assert cut_torn_tail(tmp_path / "missing.jsonl") == 0
 
@@ -259,10 +344,27 @@ def test_annotate_hf_killed_mid_store_asks_only_the_rest(tiny_causal, tmp_path):
 
     task = make_toy_task(tmp_path, count=8)
     out = tmp_path / "out"
-    args = ["annotate", "--task", str(task), "--teacher", "hf", "--model", str(tiny_causal), "--option", "max_tokens=4",
-            "--option", "batch_size=1", "--output", str(out), "--splits", "train"]
+    args = [
+        "annotate",
+        "--task",
+        str(task),
+        "--teacher",
+        "hf",
+        "--model",
+        str(tiny_causal),
+        "--option",
+        "max_tokens=4",
+        "--option",
+        "batch_size=1",
+        "--output",
+        str(out),
+        "--splits",
+        "train",
+    ]
     started = time.monotonic()
-    process, marker = start_cli(args, tmp_path, pause="put:4")  # 3 answers committed, the 4th on its way
+    process, marker = start_cli(
+        args, tmp_path, pause="put:4"
+    )  # 3 answers committed, the 4th on its way
     kill_at_pause(process, marker)
     assert not (out / "train.jsonl").exists() and not (out / "summary.json").exists()
     with closing(sqlite3.connect(out / "store.sqlite")) as db:
@@ -272,13 +374,18 @@ def test_annotate_hf_killed_mid_store_asks_only_the_rest(tiny_causal, tmp_path):
     process, _ = start_cli(args, tmp_path)
     finish(process)
     summary = json.loads((out / "summary.json").read_text())
-    assert {k: summary["store"][k] for k in ("answered_from_store", "asked")} == {"answered_from_store": 3, "asked": 5}
+    assert {k: summary["store"][k] for k in ("answered_from_store", "asked")} == {
+        "answered_from_store": 3,
+        "asked": 5,
+    }
     rows = json.loads("[" + ",".join((out / "train.jsonl").read_text().splitlines()) + "]")
     assert len(rows) == 8 and [row["id"] for row in rows] == [f"train-{i}" for i in range(8)]
     with closing(sqlite3.connect(out / "store.sqlite")) as db:
         after = dict(db.execute("SELECT prompt, text FROM responses").fetchall())
     assert len(after) == 8 and all(after[prompt] == text for prompt, text in before.items())
-    print(f"\nannotate (hf) kill -9: 3/8 answers stored at the kill, rerun asked 5 and reused 3; {time.monotonic() - started:.1f} s")
+    print(
+        f"\nannotate (hf) kill -9: 3/8 answers stored at the kill, rerun asked 5 and reused 3; {time.monotonic() - started:.1f} s"
+    )
 
 
 STORE_WRITER = r"""
@@ -303,7 +410,9 @@ def test_store_survives_kill_9_mid_write(tmp_path):
     figures = []
     count = 0
     for _ in range(4):  # four kills, each once at least 5 more answers are in
-        process = subprocess.Popen([sys.executable, "-c", STORE_WRITER, str(path)], env=child_env(), stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-c", STORE_WRITER, str(path)], env=child_env(), stderr=subprocess.PIPE
+        )
         target = count + 5
 
         def stored(target: int = target) -> bool:
@@ -323,10 +432,18 @@ def test_store_survives_kill_9_mid_write(tmp_path):
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             count = store.count()
             texts = db.execute("SELECT key, text FROM responses").fetchall()
-            assert all(text == key.split("-")[1][-1] * 200_000 for key, text in texts)  # no half-written answer
+            assert all(
+                text == key.split("-")[1][-1] * 200_000 for key, text in texts
+            )  # no half-written answer
             linked = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
             assert linked == count  # an answer and its request row commit together
-            assert sorted(int(key.split("-")[1]) for key, _ in texts) == list(range(count))  # no gap
+            assert sorted(int(key.split("-")[1]) for key, _ in texts) == list(
+                range(count)
+            )  # no gap
         figures.append(f"{count} rows (WAL {wal_bytes // 1024} KiB)")
         assert count >= target
-    print(f"\nstore kill -9 mid-write: {len(figures)} kills -> " + ", ".join(figures) + "; integrity ok every time")
+    print(
+        f"\nstore kill -9 mid-write: {len(figures)} kills -> "
+        + ", ".join(figures)
+        + "; integrity ok every time"
+    )

@@ -36,7 +36,12 @@ from teacher_helpers import toy_answer
 def forms(key: str) -> list[bytes]:
     """The key as it could end up written: raw, in base64 (alone or in a Basic header) or URL-quoted."""
     raw = key.encode()
-    return [raw, base64.b64encode(raw), base64.b64encode(b"Bearer " + raw)[8:], urllib.parse.quote(key).encode()]
+    return [
+        raw,
+        base64.b64encode(raw),
+        base64.b64encode(b"Bearer " + raw)[8:],
+        urllib.parse.quote(key).encode(),
+    ]
 
 
 def leaks(data: bytes, key: str) -> bool:
@@ -71,14 +76,39 @@ def echoing_server(key: str):
             prompt = body["prompt"]
             number = int(re.findall(r"Is (\d+) even\?", prompt)[-1])
             if sent != f"Bearer {key}" or number in range(10, 20):
-                self.reply(401, {"error": {"message": f"Incorrect API key provided: {sent.removeprefix('Bearer ')}", "type": "auth"}})
+                self.reply(
+                    401,
+                    {
+                        "error": {
+                            "message": f"Incorrect API key provided: {sent.removeprefix('Bearer ')}",
+                            "type": "auth",
+                        }
+                    },
+                )
             elif number in range(20, 30):
-                self.reply(500, {"error": {"message": f"upstream failed for request with headers {dict(self.headers)}"}})
+                self.reply(
+                    500,
+                    {
+                        "error": {
+                            "message": f"upstream failed for request with headers {dict(self.headers)}"
+                        }
+                    },
+                )
             else:
                 text = toy_answer(prompt)
-                self.reply(200, {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
-                                 "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-                                 "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}})
+                self.reply(
+                    200,
+                    {
+                        "id": "c",
+                        "object": "text_completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                    },
+                )
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -105,22 +135,81 @@ def test_api_key_appears_in_no_file_log_or_error(tiny_causal, tmp_path):
     started = time.monotonic()
 
     with echoing_server(key) as (url, seen):
-        process, _ = start_cli(["annotate", "--task", str(task), "--teacher", "openai", "--model", "toy", "--base-url", url,
-                                "--output", str(annotations), "--concurrency", "4", "--option", "max_retries=1",
-                                "--option", "max_wait=0.01"], tmp_path, env=env)
+        process, _ = start_cli(
+            [
+                "annotate",
+                "--task",
+                str(task),
+                "--teacher",
+                "openai",
+                "--model",
+                "toy",
+                "--base-url",
+                url,
+                "--output",
+                str(annotations),
+                "--concurrency",
+                "4",
+                "--option",
+                "max_retries=1",
+                "--option",
+                "max_wait=0.01",
+            ],
+            tmp_path,
+            env=env,
+        )
         finish(process)
     summary = json.loads((annotations / "summary.json").read_text())
-    failures = [(kind, count) for split in summary["splits"].values() for kind, count in split.get("failures", {}).items()]
-    assert sum(count for _, count in failures) == 20  # "Is 10 even?" .. "Is 29 even?", in train and valid
-    assert {kind for kind, _ in failures} == {"AuthenticationError 401", "retries exhausted: InternalServerError 500"}
-    rows = [json.loads(line) for split in ("train", "valid") for line in (annotations / f"{split}.jsonl").read_text().splitlines()]
+    failures = [
+        (kind, count)
+        for split in summary["splits"].values()
+        for kind, count in split.get("failures", {}).items()
+    ]
+    assert (
+        sum(count for _, count in failures) == 20
+    )  # "Is 10 even?" .. "Is 29 even?", in train and valid
+    assert {kind for kind, _ in failures} == {
+        "AuthenticationError 401",
+        "retries exhausted: InternalServerError 500",
+    }
+    rows = [
+        json.loads(line)
+        for split in ("train", "valid")
+        for line in (annotations / f"{split}.jsonl").read_text().splitlines()
+    ]
     errors = [row["error"] for row in rows if row.get("error")]
     assert len(errors) == 20 and all(key not in error for error in errors)
 
     # Train on what was written (rows that failed are skipped and counted).
-    process, _ = start_cli(["train", "--task", str(task), "--mode", "dss", "--student", str(tiny_causal), "--annotations",
-                            str(annotations), "--output-dir", str(tmp_path / "runs"), "--run-name", "secret-run", "--max-steps", "2",
-                            "--batch-size", "4", "--eval-limit", "2", "--threads", "1", "--max-rationale-tokens", "4"], tmp_path, env=env)
+    process, _ = start_cli(
+        [
+            "train",
+            "--task",
+            str(task),
+            "--mode",
+            "dss",
+            "--student",
+            str(tiny_causal),
+            "--annotations",
+            str(annotations),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--run-name",
+            "secret-run",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--eval-limit",
+            "2",
+            "--threads",
+            "1",
+            "--max-rationale-tokens",
+            "4",
+        ],
+        tmp_path,
+        env=env,
+    )
     finish(process)
     run = tmp_path / "runs" / "secret-run"
     assert (run / "metrics.json").is_file()
@@ -135,9 +224,19 @@ def test_api_key_appears_in_no_file_log_or_error(tiny_causal, tmp_path):
         bearer = {"Authorization": f"Bearer {key}"}
         attempts = [
             ("/v1/predict", {"inputs": ["Is 3 even?"]}, bearer, 200),
-            ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "Is 3 even?"}]}, bearer, 200),
+            (
+                "/v1/chat/completions",
+                {"model": "m", "messages": [{"role": "user", "content": "Is 3 even?"}]},
+                bearer,
+                200,
+            ),
             ("/v1/predict", {"inputs": ["Is 3 even?"]}, {}, 401),
-            ("/v1/predict", {"inputs": ["Is 3 even?"]}, {"Authorization": f"Bearer {key[:-1]}"}, 401),
+            (
+                "/v1/predict",
+                {"inputs": ["Is 3 even?"]},
+                {"Authorization": f"Bearer {key[:-1]}"},
+                401,
+            ),
             ("/v1/predict", {"inputs": ["Is 3 even?"]}, {"Authorization": key}, 401),
             ("/v1/predict", {"inputs": [{"question": ["a list"]}]}, bearer, 400),
             ("/v1/predict", {"inputs": "not a list"}, bearer, 400),
@@ -146,23 +245,38 @@ def test_api_key_appears_in_no_file_log_or_error(tiny_causal, tmp_path):
         for path, body, headers, status in attempts:
             response = httpx.post(base + path, json=body, headers=headers, timeout=60)
             assert response.status_code == status, (path, body, response.text)
-            replies.append(response.content + b"".join(k.encode() + v.encode() for k, v in response.headers.items()))
-        replies.append(httpx.post(base + "/v1/predict", content=b"{broken", headers={**bearer, "Content-Type": "application/json"}).content)
+            replies.append(
+                response.content
+                + b"".join(k.encode() + v.encode() for k, v in response.headers.items())
+            )
+        replies.append(
+            httpx.post(
+                base + "/v1/predict",
+                content=b"{broken",
+                headers={**bearer, "Content-Type": "application/json"},
+            ).content
+        )
     finally:
         process.terminate()
         process.wait(timeout=60)
 
     leaked_replies = [reply[:200] for reply in replies if leaks(reply, key)]
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
-    leaked_files = [str(path.relative_to(tmp_path)) for path in files if leaks(path.read_bytes(), key)]
+    leaked_files = [
+        str(path.relative_to(tmp_path)) for path in files if leaks(path.read_bytes(), key)
+    ]
     logs = [path for path in files if path.suffix == ".log"]  # each CLI run's stdout + stderr
     lines = sum(len(path.read_text(errors="replace").splitlines()) for path in logs)
-    assert len(logs) == 3 and lines > 0 and leaks(f"x{key}y".encode(), key)  # the check itself works
+    assert (
+        len(logs) == 3 and lines > 0 and leaks(f"x{key}y".encode(), key)
+    )  # the check itself works
     assert leaked_replies == [] and leaked_files == []
-    print(f"\nsecrets: a {len(key)}-character random key, {len(forms(key))} encodings; annotate ({seen['requests']} requests, "
-          f"{len(errors)} failures whose server echoed the key), train, serve ({len(replies)} replies, "
-          f"{sum(b'error' in r for r in replies)} errors): 0 in {len(files)} files, 0 in {lines} log lines, 0 in replies; "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\nsecrets: a {len(key)}-character random key, {len(forms(key))} encodings; annotate ({seen['requests']} requests, "
+        f"{len(errors)} failures whose server echoed the key), train, serve ({len(replies)} replies, "
+        f"{sum(b'error' in r for r in replies)} errors): 0 in {len(files)} files, 0 in {lines} log lines, 0 in replies; "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 def test_annotate_toy_helper_stores_no_key(tmp_path, monkeypatch):

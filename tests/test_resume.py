@@ -19,12 +19,39 @@ def annotations(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
-def test_resume_after_a_kill_gives_the_same_final_weights(request, kind, annotations, data_dir, tmp_path, monkeypatch):
+def test_resume_after_a_kill_gives_the_same_final_weights(
+    request, kind, annotations, data_dir, tmp_path, monkeypatch
+):
     student = request.getfixturevalue(f"tiny_{kind}")
-    common = ["train", "--task", "svamp", "--mode", "dss", "--student", str(student), "--annotations", str(annotations),
-              "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--max-steps", "7", "--batch-size", "4",
-              "--train-limit", "12", "--eval-limit", "4", "--evals-per-epoch", "1", "--checkpoint-every", "2",
-              "--learning-rate", "3e-3"]
+    common = [
+        "train",
+        "--task",
+        "svamp",
+        "--mode",
+        "dss",
+        "--student",
+        str(student),
+        "--annotations",
+        str(annotations),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--max-steps",
+        "7",
+        "--batch-size",
+        "4",
+        "--train-limit",
+        "12",
+        "--eval-limit",
+        "4",
+        "--evals-per-epoch",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--learning-rate",
+        "3e-3",
+    ]
     assert main(common + ["--run-name", "whole"]) == 0
 
     real_step_loss = train_module.step_loss
@@ -48,10 +75,18 @@ def test_resume_after_a_kill_gives_the_same_final_weights(request, kind, annotat
     assert whole.keys() == resumed.keys()
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
-    a, b = (json.loads((tmp_path / "runs" / n / "metrics.json").read_text()) for n in ("whole", "killed"))
+    a, b = (
+        json.loads((tmp_path / "runs" / n / "metrics.json").read_text())
+        for n in ("whole", "killed")
+    )
     assert a["valid_history"] == b["valid_history"] and a["test_accuracy"] == b["test_accuracy"]
-    losses = [json.loads(line)["loss"] for line in (killed / "train_log.jsonl").read_text().splitlines()]
-    assert losses == [json.loads(line)["loss"] for line in (tmp_path / "runs" / "whole" / "train_log.jsonl").read_text().splitlines()]
+    losses = [
+        json.loads(line)["loss"] for line in (killed / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert losses == [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "runs" / "whole" / "train_log.jsonl").read_text().splitlines()
+    ]
     assert not (killed / "checkpoint").exists()  # cleaned up once the run completed
 
 

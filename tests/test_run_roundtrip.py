@@ -18,24 +18,59 @@ def annotations(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["dss", "single"])
-def test_train_then_evaluate_recomputes_the_same_metrics(tiny_causal, annotations, data_dir, tmp_path, mode, capsys):
+def test_train_then_evaluate_recomputes_the_same_metrics(
+    tiny_causal, annotations, data_dir, tmp_path, mode, capsys
+):
     args = [
-        "train", "--task", "svamp", "--mode", mode, "--student", str(tiny_causal), "--annotations", str(annotations),
-        "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), "--run-name", "r",
-        "--max-steps", "3", "--batch-size", "4", "--eval-limit", "6", "--max-rationale-tokens", "16",
+        "train",
+        "--task",
+        "svamp",
+        "--mode",
+        mode,
+        "--student",
+        str(tiny_causal),
+        "--annotations",
+        str(annotations),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "r",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--eval-limit",
+        "6",
+        "--max-rationale-tokens",
+        "16",
     ]
     assert main(args) == 0
     run = tmp_path / "runs" / "r"
-    for name in ("config.yaml", "task.yaml", "metrics.json", "train_log.jsonl", "predictions/test.jsonl",
-                 "model/config.json", "model/model.safetensors", "model/tokenizer.json"):
+    for name in (
+        "config.yaml",
+        "task.yaml",
+        "metrics.json",
+        "train_log.jsonl",
+        "predictions/test.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_examples"] == 6 and metrics["steps"] == 3 and metrics["mode"] == mode
     assert main(["evaluate", str(run), "--limit", "6"]) == 0
     result = json.loads((run / "eval" / "test-metrics.json").read_text())
     assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
-    stored = [json.loads(x)["prediction"] for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-    again = [json.loads(x)["prediction"] for x in (run / "eval" / "test.jsonl").read_text().splitlines()]
+    stored = [
+        json.loads(x)["prediction"]
+        for x in (run / "predictions" / "test.jsonl").read_text().splitlines()
+    ]
+    again = [
+        json.loads(x)["prediction"] for x in (run / "eval" / "test.jsonl").read_text().splitlines()
+    ]
     assert stored == again
     # A second run with the same name gets a new folder: nothing is overwritten.
     assert main(args) == 0
@@ -46,11 +81,34 @@ def test_train_then_evaluate_recomputes_the_same_metrics(tiny_causal, annotation
 def test_saved_model_loads_with_plain_transformers(tiny_seq2seq, annotations, data_dir, tmp_path):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    assert main([
-        "train", "--task", "svamp", "--mode", "dss", "--student", str(tiny_seq2seq), "--annotations", str(annotations),
-        "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--run-name", "t5", "--max-steps", "2",
-        "--batch-size", "4", "--eval-limit", "4",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "svamp",
+                "--mode",
+                "dss",
+                "--student",
+                str(tiny_seq2seq),
+                "--annotations",
+                str(annotations),
+                "--data-dir",
+                str(data_dir),
+                "--output-dir",
+                str(tmp_path),
+                "--run-name",
+                "t5",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--eval-limit",
+                "4",
+            ]
+        )
+        == 0
+    )
     AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "t5" / "model")
     AutoTokenizer.from_pretrained(tmp_path / "t5" / "model")
 

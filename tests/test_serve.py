@@ -27,12 +27,17 @@ def student(tiny_causal, tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(student):
     # Computed before any server runs: a Student is used by one thread at a time.
-    return {text: p.as_dict() for text, p in zip(INPUTS, student.predict(INPUTS, rationale=True), strict=True)}
+    return {
+        text: p.as_dict()
+        for text, p in zip(INPUTS, student.predict(INPUTS, rationale=True), strict=True)
+    }
 
 
 @pytest.fixture(scope="module")
 def server(student, expected):
-    settings = ServeSettings(api_key=KEY, max_body_bytes=20_000, max_input_chars=5_000, max_inputs=16, batch_wait_ms=30)
+    settings = ServeSettings(
+        api_key=KEY, max_body_bytes=20_000, max_input_chars=5_000, max_inputs=16, batch_wait_ms=30
+    )
     with running_server(student, settings) as live:
         yield live
 
@@ -57,43 +62,72 @@ def test_predict_matches_the_python_api(url, expected):
     assert response.status_code == 200
     assert response.json()["predictions"] == [expected[text] for text in INPUTS[:3]]
     labels = post(url, "/v1/predict", {"inputs": INPUTS[:2]}).json()["predictions"]
-    assert labels == [{"label": expected[t]["label"], "raw": expected[t]["raw"]} for t in INPUTS[:2]]
+    assert labels == [
+        {"label": expected[t]["label"], "raw": expected[t]["raw"]} for t in INPUTS[:2]
+    ]
     record = {"premise": "item 0", "hypothesis": ""}  # the run's input template is applied
-    assert post(url, "/v1/predict", {"inputs": [record]}).json()["predictions"][0]["raw"] == expected[INPUTS[0]]["raw"]
+    assert (
+        post(url, "/v1/predict", {"inputs": [record]}).json()["predictions"][0]["raw"]
+        == expected[INPUTS[0]]["raw"]
+    )
 
 
 def test_openai_client_chat_and_completions(url, expected):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     label = expected[INPUTS[1]]["label"]
-    reply = client.chat.completions.create(model="run", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": INPUTS[1]}])
+    reply = client.chat.completions.create(
+        model="run",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": INPUTS[1]},
+        ],
+    )
     assert reply.choices[0].message.content == label and reply.choices[0].finish_reason == "stop"
     assert reply.usage.completion_tokens > 0
     stream = client.chat.completions.create(
-        model="any-name", messages=[{"role": "user", "content": INPUTS[1]}], stream=True, stream_options={"include_usage": True}
+        model="any-name",
+        messages=[{"role": "user", "content": INPUTS[1]}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == label
     assert chunks[-1].usage.total_tokens > 0
     completion = client.completions.create(model="run", prompt=[INPUTS[2], INPUTS[3]])
-    assert [c.text for c in completion.choices] == [expected[INPUTS[2]]["label"], expected[INPUTS[3]]["label"]]
+    assert [c.text for c in completion.choices] == [
+        expected[INPUTS[2]]["label"],
+        expected[INPUTS[3]]["label"],
+    ]
     streamed = client.completions.create(model="run", prompt=INPUTS[2], stream=True)
     assert "".join(c.choices[0].text for c in streamed) == expected[INPUTS[2]]["label"]
 
 
 def test_sse_wire_format_ends_with_done(url):
-    with httpx.stream("POST", f"{url}/v1/chat/completions", headers=AUTH, timeout=60,
-                      json={"model": "run", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers=AUTH,
+        timeout=60,
+        json={"model": "run", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
     assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
     assert json.loads(events[0][6:])["choices"][0]["delta"]["role"] == "assistant"
 
 
-@pytest.mark.parametrize("path", ["/v1/models", "/v1/predict", "/v1/chat/completions", "/v1/completions", "/docs", "/nowhere"])
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/models", "/v1/predict", "/v1/chat/completions", "/v1/completions", "/docs", "/nowhere"],
+)
 @pytest.mark.parametrize(
     "headers, message",
-    [({}, "missing API key"), ({"Authorization": "Bearer wrong"}, "invalid API key"), ({"Authorization": KEY}, "missing API key")],
+    [
+        ({}, "missing API key"),
+        ({"Authorization": "Bearer wrong"}, "invalid API key"),
+        ({"Authorization": KEY}, "missing API key"),
+    ],
 )
 def test_every_route_but_health_needs_the_key(url, path, headers, message):
     response = httpx.post(url + path, json={"inputs": ["a"]}, headers=headers)
@@ -124,25 +158,59 @@ def test_the_openai_client_reports_a_wrong_key(url):
         ("/v1/predict", json.dumps({"inputs": ["a" * 6000]}), 413, "the limit is 5000"),
         ("/v1/predict", json.dumps({"inputs": ["a" * 30_000]}), 413, "larger than 20000 bytes"),
         ("/v1/chat/completions", '{"model": "run"}', 400, "missing field 'messages'"),
-        ("/v1/chat/completions", '{"model": "run", "messages": [{"role": "bot", "content": "hi"}]}', 400, "'messages.0.role'"),
-        ("/v1/chat/completions", '{"model": "run", "messages": [{"role": "system", "content": "hi"}]}', 400, "user message"),
-        ("/v1/chat/completions", '{"model": "run", "messages": [{"role": "user", "content": "hi"}], "n": 2}', 400, "'n'"),
+        (
+            "/v1/chat/completions",
+            '{"model": "run", "messages": [{"role": "bot", "content": "hi"}]}',
+            400,
+            "'messages.0.role'",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"model": "run", "messages": [{"role": "system", "content": "hi"}]}',
+            400,
+            "user message",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"model": "run", "messages": [{"role": "user", "content": "hi"}], "n": 2}',
+            400,
+            "'n'",
+        ),
         ("/v1/completions", '{"model": "run", "prompt": []}', 400, "prompt must not be empty"),
         ("/v1/completions", '{"prompt": "hi"}', 400, "missing field 'model'"),
     ],
 )
 def test_bad_bodies_get_a_clear_4xx(url, path, content, status, message):
-    response = httpx.post(url + path, content=content, headers={**AUTH, "Content-Type": "application/json"})
+    response = httpx.post(
+        url + path, content=content, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
 
 
 ODD_BODIES = [
-    None, 1, "s", [], {}, {"inputs": None}, {"inputs": [None]}, {"inputs": [[1]]}, {"inputs": [{"premise": {"a": 1}, "hypothesis": 2}]},
-    {"model": 1, "prompt": [1]}, {"model": "r", "prompt": "p", "max_tokens": -1}, {"model": "r", "prompt": "p", "stop": 5},
-    {"model": "r", "messages": "hi"}, {"model": "r", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
-    {"model": "r", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-    {"model": "r", "messages": [{"role": "user"}], "temperature": 9}, {"model": "r", "prompt": "p", "stream": "yes"},
+    None,
+    1,
+    "s",
+    [],
+    {},
+    {"inputs": None},
+    {"inputs": [None]},
+    {"inputs": [[1]]},
+    {"inputs": [{"premise": {"a": 1}, "hypothesis": 2}]},
+    {"model": 1, "prompt": [1]},
+    {"model": "r", "prompt": "p", "max_tokens": -1},
+    {"model": "r", "prompt": "p", "stop": 5},
+    {"model": "r", "messages": "hi"},
+    {"model": "r", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    {
+        "model": "r",
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+        ],
+    },
+    {"model": "r", "messages": [{"role": "user"}], "temperature": 9},
+    {"model": "r", "prompt": "p", "stream": "yes"},
 ]
 
 
@@ -161,7 +229,9 @@ def test_a_chunked_body_over_the_limit_is_refused(url):
             yield b"x" * 1000
         yield b'"]}'
 
-    response = httpx.post(f"{url}/v1/predict", content=body(), headers={**AUTH, "Content-Type": "application/json"})
+    response = httpx.post(
+        f"{url}/v1/predict", content=body(), headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -172,7 +242,9 @@ def test_concurrent_clients_are_batched_and_all_answered_correctly(server, expec
 
     def client(text):
         barrier.wait()  # all requests arrive together
-        answers[text] = post(url, "/v1/predict", {"inputs": [text], "rationale": True}).json()["predictions"][0]
+        answers[text] = post(url, "/v1/predict", {"inputs": [text], "rationale": True}).json()[
+            "predictions"
+        ][0]
 
     threads = [threading.Thread(target=client, args=(text,)) for text in INPUTS]
     for thread in threads:
@@ -185,7 +257,10 @@ def test_concurrent_clients_are_batched_and_all_answered_correctly(server, expec
 
 def test_without_batching_each_request_is_one_call(student, expected):
     with running_server(student, ServeSettings(dynamic_batching=False)) as live:
-        results = [post(live.url, "/v1/predict", {"inputs": [text]}, headers={}).json() for text in INPUTS[:3]]
+        results = [
+            post(live.url, "/v1/predict", {"inputs": [text]}, headers={}).json()
+            for text in INPUTS[:3]
+        ]
         assert live.model_calls == 3
     assert [r["predictions"][0]["raw"] for r in results] == [expected[t]["raw"] for t in INPUTS[:3]]
 
@@ -199,8 +274,15 @@ def test_a_bare_model_folder_serves_plain_completions(tiny_seq2seq):
         reply = post(base, "/v1/completions", body, headers={}).json()
         assert reply["choices"][0]["text"] == expected[0]
         assert reply["choices"][0]["finish_reason"] in ("length", "stop")
-        chat = post(base, "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}, headers={})
-        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["role"] == "assistant"
+        chat = post(
+            base,
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+            headers={},
+        )
+        assert (
+            chat.status_code == 200 and chat.json()["choices"][0]["message"]["role"] == "assistant"
+        )
         too_many = post(base, "/v1/completions", {**body, "max_tokens": 9}, headers={})
         assert too_many.status_code == 400 and "limit of 8" in too_many.json()["error"]["message"]
 

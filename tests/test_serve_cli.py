@@ -24,8 +24,21 @@ def test_serve_command_with_the_key_from_the_environment(tiny_causal, tmp_path):
     port = free_port()
     env = {**os.environ, "STEPDISTILL_API_KEY": "env-key", "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "stepdistill.cli", "serve", str(run), "--port", str(port), "--model-name", "tiny"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "stepdistill.cli",
+            "serve",
+            str(run),
+            "--port",
+            str(port),
+            "--model-name",
+            "tiny",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -35,7 +48,11 @@ def test_serve_command_with_the_key_from_the_environment(tiny_causal, tmp_path):
         assert httpx.get(f"{url}/v1/models").status_code == 401
         models = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer env-key"}).json()
         assert models["data"][0]["id"] == "tiny"
-        reply = httpx.post(f"{url}/v1/predict", json={"inputs": ["hi"]}, headers={"Authorization": "Bearer env-key"})
+        reply = httpx.post(
+            f"{url}/v1/predict",
+            json={"inputs": ["hi"]},
+            headers={"Authorization": "Bearer env-key"},
+        )
         assert reply.status_code == 200 and len(reply.json()["predictions"]) == 1
     finally:
         process.terminate()

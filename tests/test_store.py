@@ -79,22 +79,37 @@ def test_caching_wrapper_asks_each_request_once(tmp_path):
         first = list(CachingTeacher(teacher, store).complete(requests))
         second = list(CachingTeacher(teacher, store).complete(requests))
     assert [c.text for c in first] == [c.text for c in second]
-    assert all(count == 1 for count in teacher.asked.values()) and len(teacher.asked) == len(requests)
+    assert all(count == 1 for count in teacher.asked.values()) and len(teacher.asked) == len(
+        requests
+    )
     assert all(c.cached for c in second) and not any(c.cached for c in first)
 
 
 def test_export_and_store_replay_match_annotate(tmp_path):
     task_path = make_toy_task(tmp_path, count=8)
     out = tmp_path / "out"
-    summary = annotate(str(task_path), ScriptedTeacher(), out, splits=("train", "valid"), quiet=True, store=out / "store.sqlite")
+    summary = annotate(
+        str(task_path),
+        ScriptedTeacher(),
+        out,
+        splits=("train", "valid"),
+        quiet=True,
+        store=out / "store.sqlite",
+    )
     assert summary["store"]["asked"] == 8
     written = read_jsonl(out / "train.jsonl")
     counts = export(out / "store.sqlite", load_task(task_path), tmp_path / "exported")
     assert counts["train"] == len(written)
     assert read_jsonl(tmp_path / "exported" / "train.jsonl") == written
     # The store as a teacher: same rows again, nothing asked of any model.
-    replayed = annotate(str(task_path), "store", tmp_path / "replayed", splits=("train",), quiet=True,
-                        teacher_options={"path": str(out / "store.sqlite")})
+    replayed = annotate(
+        str(task_path),
+        "store",
+        tmp_path / "replayed",
+        splits=("train",),
+        quiet=True,
+        teacher_options={"path": str(out / "store.sqlite")},
+    )
     assert read_jsonl(tmp_path / "replayed" / "train.jsonl") == written
     assert replayed["splits"]["train"]["parsed"] == len(written)
 
@@ -106,7 +121,9 @@ def test_identical_requests_are_asked_once(tmp_path):
     requests = make_requests(task, [*examples, twin])
     teacher = ScriptedTeacher()
     with Store(tmp_path / "s.sqlite") as store:
-        answers = {c.request.example.id: c.text for c in CachingTeacher(teacher, store).complete(requests)}
+        answers = {
+            c.request.example.id: c.text for c in CachingTeacher(teacher, store).complete(requests)
+        }
         linked = store.db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     assert answers["twin"] == answers[examples[0].id] and len(answers) == 4
     assert sum(teacher.asked.values()) == 3 and linked == 4

@@ -31,7 +31,9 @@ def test_import_does_not_load_torch():
 
 def test_predict_returns_labels_then_rationales_in_order(student):
     labels = student.predict(INPUTS)
-    assert [type(p) for p in labels] == [Prediction] * 3 and all(p.rationale is None for p in labels)
+    assert [type(p) for p in labels] == [Prediction] * 3 and all(
+        p.rationale is None for p in labels
+    )
     assert len({p.raw for p in labels}) == 3  # the tiny model answers each input differently
     both = student.predict(INPUTS, rationale=True)
     assert [p.raw for p in both] == [p.raw for p in labels]
@@ -60,7 +62,10 @@ def test_bare_model_folder(tiny_seq2seq):
     student = Student.load(tiny_seq2seq)
     assert not student.is_run and student.seq2seq
     assert len(student.predict(["hello", {"input": "there"}])) == 2
-    assert [len(text) > 0 for text in student.complete(["hello", "a longer prompt"], 4)] == [True, True]
+    assert [len(text) > 0 for text in student.complete(["hello", "a longer prompt"], 4)] == [
+        True,
+        True,
+    ]
     assert student.predict([]) == [] and student.complete([], 4) == []
 
 

@@ -10,8 +10,16 @@ from stepdistill.report import aggregate, mean_se, report
 from stepdistill.sweep import append_result, expand, load_sweep, read_results, sweep
 
 # What a stand-in for train() returns: the fields a sweep row takes from a run's metrics.
-FAKE_METRICS = {"task": "svamp", "test_accuracy": 0.5, "valid_accuracy": 0.4, "train_examples": 1, "steps": 1,
-                "best_step": 1, "run_dir": "x", "bf16": False}
+FAKE_METRICS = {
+    "task": "svamp",
+    "test_accuracy": 0.5,
+    "valid_accuracy": 0.4,
+    "train_examples": 1,
+    "steps": 1,
+    "best_step": 1,
+    "run_dir": "x",
+    "bf16": False,
+}
 
 
 def write_sweep(tmp_path, grid, base=None):
@@ -22,7 +30,11 @@ def write_sweep(tmp_path, grid, base=None):
 
 
 def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):
-    path = write_sweep(tmp_path, {"mode": ["standard", "dss"], "train_fraction": [0.5, 1.0], "seed": [0, 1]}, {"epochs": 1})
+    path = write_sweep(
+        tmp_path,
+        {"mode": ["standard", "dss"], "train_fraction": [0.5, 1.0], "seed": [0, 1]},
+        {"epochs": 1},
+    )
     configs = expand(load_sweep(path))
     assert len(configs) == 8
     assert configs[0].run_name == "svamp-standard-f0.5-smollm2-135m-s0"
@@ -67,7 +79,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
 def test_mean_and_standard_error():
     assert mean_se([50.0]) == (50.0, 0.0)
     mean, se = mean_se([50.0, 60.0, 70.0])
-    assert mean == 60.0 and se == pytest.approx(10 / 3 ** 0.5)
+    assert mean == 60.0 and se == pytest.approx(10 / 3**0.5)
 
 
 def synthetic_results(path):
@@ -75,9 +87,19 @@ def synthetic_results(path):
     for mode, base in (("standard", 40), ("distill", 38), ("dss", 45), ("single", 41)):
         for fraction in (0.125, 0.25, 0.5, 1.0):
             for seed in range(3):
-                rows.append({"run_id": f"{mode}-{fraction}-{seed}", "task": "svamp", "mode": mode, "label_source": "gold",
-                             "train_fraction": fraction, "student": "s", "seed": seed,
-                             "test_accuracy": (base + 10 * fraction + seed) / 100, "teacher_test_accuracy": 0.775})
+                rows.append(
+                    {
+                        "run_id": f"{mode}-{fraction}-{seed}",
+                        "task": "svamp",
+                        "mode": mode,
+                        "label_source": "gold",
+                        "train_fraction": fraction,
+                        "student": "s",
+                        "seed": seed,
+                        "test_accuracy": (base + 10 * fraction + seed) / 100,
+                        "teacher_test_accuracy": 0.775,
+                    }
+                )
     for row in rows:
         append_result(path, row)
     return rows
@@ -88,17 +110,32 @@ def test_report_tables_and_plots(tmp_path):
     synthetic_results(results)
     table = aggregate(read_results(results))
     cell = table["svamp"][("dss", 1.0)]
-    assert cell["n"] == 3 and cell["mean"] == pytest.approx(56.0) and cell["se"] == pytest.approx(1 / 3 ** 0.5)
+    assert (
+        cell["n"] == 3
+        and cell["mean"] == pytest.approx(56.0)
+        and cell["se"] == pytest.approx(1 / 3**0.5)
+    )
     path = report(results)
     text = path.read_text()
     assert "| distilling step-by-step | 47.2 ± 0.6 (n=3)" in text
     assert "Teacher (few-shot CoT) test accuracy: 77.5%" in text
     # dss (45 + 10f + seed) − standard (40 + 10f + seed) = +5 in every seed; single is 41.
-    assert "| distilling step-by-step − standard fine-tuning (gold) | 100% | +5.0 ± 0.0 | 3 of 3 |" in text
-    assert "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |" in text
+    assert (
+        "| distilling step-by-step − standard fine-tuning (gold) | 100% | +5.0 ± 0.0 | 3 of 3 |"
+        in text
+    )
+    assert (
+        "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |"
+        in text
+    )
     # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
-    assert "Standard fine-tuning on 100% of the data: 51.0%. Distilling step-by-step matches or beats that mean with 50% of the data." in text
-    assert "| dss-1.0-2 |  | 57.0 |  /  |  |  |" in text  # every run listed (these have no valid accuracy, steps, ...)
+    assert (
+        "Standard fine-tuning on 100% of the data: 51.0%. Distilling step-by-step matches or beats that mean with 50% of the data."
+        in text
+    )
+    assert (
+        "| dss-1.0-2 |  | 57.0 |  /  |  |  |" in text
+    )  # every run listed (these have no valid accuracy, steps, ...)
     for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
         png = path.parent / name
         assert png.is_file() and png.stat().st_size > 10_000, name
@@ -106,17 +143,31 @@ def test_report_tables_and_plots(tmp_path):
         from PIL import Image
 
         image = Image.open(png)
-        assert image.size[0] >= 600 and len(image.convert("L").getcolors(maxcolors=100_000)) > 20  # not blank
+        assert (
+            image.size[0] >= 600 and len(image.convert("L").getcolors(maxcolors=100_000)) > 20
+        )  # not blank
 
 
 def test_paired_differences_pair_runs_by_seed():
     from stepdistill.report import paired_differences
 
-    rows = [{"task": "svamp", "mode": m, "train_fraction": 1.0, "seed": seed, "test_accuracy": acc}
-            for m, seed, acc in (("dss", 0, 0.50), ("standard", 0, 0.52), ("dss", 1, 0.60), ("standard", 1, 0.55),
-                                 ("dss", 2, 0.70))]  # seed 2 has no standard run: not paired
+    rows = [
+        {"task": "svamp", "mode": m, "train_fraction": 1.0, "seed": seed, "test_accuracy": acc}
+        for m, seed, acc in (
+            ("dss", 0, 0.50),
+            ("standard", 0, 0.52),
+            ("dss", 1, 0.60),
+            ("standard", 1, 0.55),
+            ("dss", 2, 0.70),
+        )
+    ]  # seed 2 has no standard run: not paired
     d = paired_differences(rows, "svamp", "dss", "standard")[1.0]
-    assert d["n"] == 2 and d["wins"] == 1 and d["mean"] == pytest.approx(1.5) and d["se"] == pytest.approx(3.5)
+    assert (
+        d["n"] == 2
+        and d["wins"] == 1
+        and d["mean"] == pytest.approx(1.5)
+        and d["se"] == pytest.approx(3.5)
+    )
 
 
 def test_one_seed_shows_no_standard_error():
@@ -162,7 +213,9 @@ def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp
     assert seen == [False]
 
 
-def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folders(tmp_path, monkeypatch):
+def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folders(
+    tmp_path, monkeypatch
+):
     from stepdistill.run_folder import save_run_files
     from stepdistill.tasks import load_task
 

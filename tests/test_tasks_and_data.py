@@ -46,7 +46,9 @@ def test_missing_data_folder_says_what_is_expected(tmp_path):
 
 
 def test_custom_task_from_yaml_with_unlabeled_jsonl_and_csv(tmp_path):
-    (tmp_path / "train.jsonl").write_text(json.dumps({"q": "Is the sky blue?"}) + "\n" + json.dumps({"q": "Is fire cold?"}) + "\n")
+    (tmp_path / "train.jsonl").write_text(
+        json.dumps({"q": "Is the sky blue?"}) + "\n" + json.dumps({"q": "Is fire cold?"}) + "\n"
+    )
     (tmp_path / "test.csv").write_text('q,a\n"Is water wet?",yes\n"Multi\nline?",no\n')
     (tmp_path / "task.yaml").write_text(
         "name: mine\nfiles: {train: train.jsonl, test: test.csv}\ninput_fields: [q]\n"
@@ -74,7 +76,9 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
 
 
 def test_missing_field_names_file_line_and_field(tmp_path):
-    (tmp_path / "train.jsonl").write_text('{"input": "a", "label": "1"}\n{"text": "b", "label": "2"}\n')
+    (tmp_path / "train.jsonl").write_text(
+        '{"input": "a", "label": "1"}\n{"text": "b", "label": "2"}\n'
+    )
     (tmp_path / "t.yaml").write_text("name: t\nfiles: {train: train.jsonl}\nlabel_field: label\n")
     with pytest.raises(DataError, match=r"train.jsonl:2: missing field 'input'"):
         load_splits(load_task(tmp_path / "t.yaml"))
@@ -82,7 +86,9 @@ def test_missing_field_names_file_line_and_field(tmp_path):
 
 def test_label_outside_the_label_set_is_an_error(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"input": "a", "label": "maybe"}\n')
-    (tmp_path / "t.yaml").write_text("name: t\nfiles: {train: train.jsonl}\nlabel_field: label\nlabels: [yes, no]\n")
+    (tmp_path / "t.yaml").write_text(
+        "name: t\nfiles: {train: train.jsonl}\nlabel_field: label\nlabels: [yes, no]\n"
+    )
     with pytest.raises(DataError, match=r"train.jsonl:1: label 'maybe'"):
         load_splits(load_task(tmp_path / "t.yaml"))
 

@@ -38,8 +38,18 @@ def test_annotates_through_the_openai_backend(tmp_path, style):
     task = make_toy_task(tmp_path, count=10)
     with scripted_server() as (url, state):
         summary = annotate(
-            str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
-            teacher_options={"model": "toy-model", "base_url": url, "style": style, "concurrency": 4, **FAST},
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={
+                "model": "toy-model",
+                "base_url": url,
+                "style": style,
+                "concurrency": 4,
+                **FAST,
+            },
         )
     rows = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert len(rows) == 10 and all(row["parse_status"] == "ok" for row in rows)
@@ -68,8 +78,18 @@ def test_faults_are_retried_and_every_failure_is_accounted(tmp_path):
 
     with scripted_server(ServerState(plan=plan)) as (url, state):
         summary = annotate(
-            str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
-            teacher_options={"model": "toy-model", "base_url": url, "concurrency": 8, "max_retries": 3, **FAST},
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={
+                "model": "toy-model",
+                "base_url": url,
+                "concurrency": 8,
+                "max_retries": 3,
+                **FAST,
+            },
         )
     split = summary["splits"]["train"]
     rows = read_jsonl(tmp_path / "out" / "train.jsonl")
@@ -77,7 +97,10 @@ def test_faults_are_retried_and_every_failure_is_accounted(tmp_path):
     assert set(state.faults) == set(kinds)  # every fault kind was injected
     assert split["parse_status"] == {"ok": 22, "error": 2}
     assert split["failures"] == {"retries exhausted: InternalServerError 500": 2}
-    assert {row["input"] for row in rows if row["parse_status"] == "error"} == {"Is 30 even?", "Is 31 even?"}
+    assert {row["input"] for row in rows if row["parse_status"] == "error"} == {
+        "Is 30 even?",
+        "Is 31 even?",
+    }
     assert all(state.attempts[prompt] == 4 for prompt in doomed)  # 1 try + 3 retries
     # Every fault but the last try of each doomed request was retried.
     assert summary["retries"] == sum(state.faults.values()) - 2
@@ -90,15 +113,39 @@ def test_faults_are_retried_and_every_failure_is_accounted(tmp_path):
 
 def test_rerun_asks_only_what_failed(tmp_path):
     task = make_toy_task(tmp_path, count=6)
-    state = ServerState(plan=lambda prompt, attempt: "500" if "Is 12 even?\nA:" in prompt[-20:] and attempt <= 2 else None)
+    state = ServerState(
+        plan=lambda prompt, attempt: (
+            "500" if "Is 12 even?\nA:" in prompt[-20:] and attempt <= 2 else None
+        )
+    )
     options = {"model": "toy-model", "concurrency": 2, "max_retries": 1, **FAST}
     with scripted_server(state) as (url, state):
-        first = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, teacher_options={**options, "base_url": url})
-        second = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, teacher_options={**options, "base_url": url})
+        first = annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={**options, "base_url": url},
+        )
+        second = annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={**options, "base_url": url},
+        )
     assert first["splits"]["train"]["parse_status"] == {"ok": 5, "error": 1}
     assert second["splits"]["train"]["parse_status"] == {"ok": 6}
-    assert {k: second["store"][k] for k in ("answered_from_store", "asked")} == {"answered_from_store": 5, "asked": 1}
-    assert second["store"]["total_prompt_tokens"] == first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
+    assert {k: second["store"][k] for k in ("answered_from_store", "asked")} == {
+        "answered_from_store": 5,
+        "asked": 1,
+    }
+    assert (
+        second["store"]["total_prompt_tokens"]
+        == first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
+    )
     assert all(count == 1 for count in state.answered.values()) and len(state.answered) == 6
 
 
@@ -106,18 +153,40 @@ def test_budget_stops_cleanly_and_rerun_continues(tmp_path):
     task = make_toy_task(tmp_path, count=20)
     options = {"model": "toy-model", "concurrency": 4, **FAST}
     with scripted_server(ServerState(delay=0.02)) as (url, state):
-        first = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, max_tokens=300,
-                         teacher_options={**options, "base_url": url})
+        first = annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            max_tokens=300,
+            teacher_options={**options, "base_url": url},
+        )
         assert "token budget reached" in first["stopped"]
         done = first["splits"]["train"]["rows"]
-        assert 0 < done < 20 and first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"] >= 300
+        assert (
+            0 < done < 20
+            and first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"] >= 300
+        )
         # Answers in flight at the stop were waited for, stored, written and counted.
         with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
-            assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == done == first["usage"]["requests"]
+            assert (
+                db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                == done
+                == first["usage"]["requests"]
+            )
         assert sum(state.answered.values()) == done
-        second = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
-                          teacher_options={**options, "base_url": url})
-    assert second["store"]["answered_from_store"] == done and second["splits"]["train"]["parsed"] == 20
+        second = annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={**options, "base_url": url},
+        )
+    assert (
+        second["store"]["answered_from_store"] == done and second["splits"]["train"]["parsed"] == 20
+    )
     assert all(count == 1 for count in state.answered.values())
 
 
@@ -128,10 +197,28 @@ def test_kill_9_then_rerun_is_complete_with_no_stored_request_repeated(tmp_path)
     state = ServerState(delay=0.05)
     with scripted_server(state) as (url, state):
         command = [
-            sys.executable, "-m", "stepdistill.cli", "annotate", "--task", str(task), "--teacher", "openai",
-            "--model", "toy-model", "--base-url", url, "--concurrency", "2", "--output", str(out), "--splits", "train",
+            sys.executable,
+            "-m",
+            "stepdistill.cli",
+            "annotate",
+            "--task",
+            str(task),
+            "--teacher",
+            "openai",
+            "--model",
+            "toy-model",
+            "--base-url",
+            url,
+            "--concurrency",
+            "2",
+            "--output",
+            str(out),
+            "--splits",
+            "train",
         ]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         store = out / "store.sqlite"
         deadline = time.monotonic() + 60
         stored = 0
@@ -168,14 +255,37 @@ def test_missing_key_is_an_error_that_names_the_variable_not_a_value(tmp_path, m
     monkeypatch.setenv("MY_TEACHER_KEY", "wrong-key")
     task = make_toy_task(tmp_path, count=2)
     with pytest.raises(ValueError, match=r"\$OPENAI_API_KEY"):
-        annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, teacher_options={"model": "x"})
-    estimate = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, estimate=True,
-                        teacher_options={"model": "gpt-4o-mini"})  # an estimate needs no key
+        annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={"model": "x"},
+        )
+    estimate = annotate(
+        str(task),
+        "openai",
+        tmp_path / "out",
+        splits=("train",),
+        quiet=True,
+        estimate=True,
+        teacher_options={"model": "gpt-4o-mini"},
+    )  # an estimate needs no key
     assert estimate["total"]["to_ask"] == 2
     with scripted_server() as (url, _):
         summary = annotate(
-            str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
-            teacher_options={"model": "x", "base_url": url, "api_key_env": "MY_TEACHER_KEY", **FAST},
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={
+                "model": "x",
+                "base_url": url,
+                "api_key_env": "MY_TEACHER_KEY",
+                **FAST,
+            },
         )
     assert summary["splits"]["train"]["failures"] == {"AuthenticationError 401": 2}
     assert files_containing(tmp_path, "wrong-key") == []
@@ -190,8 +300,18 @@ def test_against_the_project_server_with_a_tiny_model(tmp_path, tiny_causal):
     student = Student.load(tiny_causal)
     with serve_helpers.running_server(student, ServeSettings(api_key=SECRET)) as server:
         summary = annotate(
-            str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
-            teacher_options={"model": "tiny", "base_url": server.url + "/v1", "max_tokens": 8, "concurrency": 2, "max_wait": 0.02},
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={
+                "model": "tiny",
+                "base_url": server.url + "/v1",
+                "max_tokens": 8,
+                "concurrency": 2,
+                "max_wait": 0.02,
+            },
         )
     rows = read_jsonl(tmp_path / "out" / "train.jsonl")
     # A random tiny model writes nonsense: what matters is that every request came
@@ -211,7 +331,9 @@ def test_retry_after_and_error_text_helpers():
 
     assert retry_after_seconds(error({"retry-after": "2"})) == 2.0
     assert retry_after_seconds(error({"retry-after-ms": "250"})) == 0.25
-    assert 0 <= retry_after_seconds(error({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) < 1  # a past date
+    assert (
+        0 <= retry_after_seconds(error({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) < 1
+    )  # a past date
     assert retry_after_seconds(error({})) is None and retry_after_seconds(ValueError("x")) is None
     # Even if a server echoed the key back, it never reaches the failure account.
     assert SECRET not in describe(RuntimeError(f"bad key {SECRET}"), SECRET)
@@ -237,8 +359,15 @@ def test_samples_through_the_openai_backend_use_one_seed_each(tmp_path):
     task = make_toy_task(tmp_path, count=4)
     options = {"model": "toy-model", "temperature": 0.7, "concurrency": 4, **FAST}
     with scripted_server() as (url, state):
-        summary = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True, samples=3,
-                           teacher_options={**options, "base_url": url})
+        summary = annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            samples=3,
+            teacher_options={**options, "base_url": url},
+        )
     rows = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert len(rows) == 12 and sorted({row["sample"] for row in rows}) == [0, 1, 2]
     assert state.seeds == {0: 4, 1: 4, 2: 4}  # sample k asks with seed k
@@ -247,10 +376,18 @@ def test_samples_through_the_openai_backend_use_one_seed_each(tmp_path):
 
 def test_retry_after_is_honoured_beyond_max_wait(tmp_path):
     task = make_toy_task(tmp_path, count=2)
-    state = ServerState(plan=lambda prompt, attempt: "429-retry-after-long" if attempt == 1 else None)
+    state = ServerState(
+        plan=lambda prompt, attempt: "429-retry-after-long" if attempt == 1 else None
+    )
     with scripted_server(state) as (url, state):
-        summary = annotate(str(task), "openai", tmp_path / "out", splits=("train",), quiet=True,
-                           teacher_options={"model": "toy-model", "base_url": url, **FAST})
+        summary = annotate(
+            str(task),
+            "openai",
+            tmp_path / "out",
+            splits=("train",),
+            quiet=True,
+            teacher_options={"model": "toy-model", "base_url": url, **FAST},
+        )
     assert summary["splits"]["train"]["parsed"] == 2 and summary["retries"] == 2
     for times in state.times.values():
         assert len(times) == 2 and times[1] - times[0] >= 0.4  # not max_wait's 0.02

@@ -24,8 +24,21 @@ from stepdistill.train import (
 def examples(n=6):
     items = []
     for i in range(n):
-        example = Example(f"e{i}", "train", f"Luke scored {84 + i} points after {2 + i % 3} rounds. How many?", None, "train", i)
-        items.append(TrainingExample(example, f"( {84 + i}.0 / 2.0 )", "He scored the points over the rounds. " * (1 + i % 3)))
+        example = Example(
+            f"e{i}",
+            "train",
+            f"Luke scored {84 + i} points after {2 + i % 3} rounds. How many?",
+            None,
+            "train",
+            i,
+        )
+        items.append(
+            TrainingExample(
+                example,
+                f"( {84 + i}.0 / 2.0 )",
+                "He scored the points over the rounds. " * (1 + i % 3),
+            )
+        )
     return items
 
 
@@ -43,11 +56,21 @@ def two_pass_loss(model, rows, pad, seq2seq, weight):
             continue
         batch = collate([[r] for r in chosen], pad, seq2seq)
         if seq2seq:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).logits
-            loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+            logits = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+            ).logits
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE
+            )
         else:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE)
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE
+            )
         total += factor * loss.item()
     return total
 
@@ -60,7 +83,10 @@ def test_one_pass_loss_equals_the_two_pass_loss(request, kind, pack_length, budg
     model.eval()
     seq2seq = kind == "seq2seq"
     rows = rows_for(tokenizer, "dss", seq2seq)
-    groups = [collate(g, tokenizer.pad_token_id, seq2seq) for g in micro_batches(rows, budget, seq2seq, pack_length)]
+    groups = [
+        collate(g, tokenizer.pad_token_id, seq2seq)
+        for g in micro_batches(rows, budget, seq2seq, pack_length)
+    ]
     with torch.no_grad():
         ours = step_loss(model, groups, rationale_weight=0.7, backward=False)["loss"]
         reference = two_pass_loss(model, rows, tokenizer.pad_token_id, seq2seq, 0.7)
@@ -83,7 +109,10 @@ def test_micro_batches_give_the_same_gradient_as_one_batch(tiny_causal):
 
     def gradient(budget, pack):
         model.zero_grad()
-        groups = [collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows, budget, False, pack)]
+        groups = [
+            collate(g, tokenizer.pad_token_id, False)
+            for g in micro_batches(rows, budget, False, pack)
+        ]
         step_loss(model, groups, 1.0)
         return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
@@ -100,7 +129,9 @@ def test_each_mode_learns_on_a_tiny_model(request, mode, kind):
     seq2seq = kind == "seq2seq"
     rows = rows_for(tokenizer, mode, seq2seq)
     assert {r.kind for r in rows} == ({LABEL, RATIONALE} if mode == "dss" else {LABEL})
-    groups = [collate(g, tokenizer.pad_token_id, seq2seq) for g in micro_batches(rows, 4096, seq2seq, 128)]
+    groups = [
+        collate(g, tokenizer.pad_token_id, seq2seq) for g in micro_batches(rows, 4096, seq2seq, 128)
+    ]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(15):
@@ -131,7 +162,9 @@ def test_single_target_holds_rationale_then_label(tiny_causal):
 def test_rationale_weight_scales_only_the_rationale_term(tiny_causal):
     model, tokenizer = load_student(str(tiny_causal))
     rows = rows_for(tokenizer, "dss", False)
-    groups = [collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows, 4096, False, 0)]
+    groups = [
+        collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows, 4096, False, 0)
+    ]
     with torch.no_grad():
         a = step_loss(model, groups, 0.0, backward=False)
         b = step_loss(model, groups, 2.0, backward=False)
@@ -148,8 +181,12 @@ def test_rationale_input_puts_the_rationale_in_the_input(data_dir):
     task = load_task("svamp")
     example = load_splits(task, data_dir)["train"][0]
     note = {"teacher_label": "(1 + 1)", "rationale": "Because two."}
-    items, _ = training_examples(make_config({"mode": "rationale-input"}), [example], {example.id: note}, task)
-    assert items[0].example.input.endswith("\nRationale: Because two.") and items[0].rationale is None
+    items, _ = training_examples(
+        make_config({"mode": "rationale-input"}), [example], {example.id: note}, task
+    )
+    assert (
+        items[0].example.input.endswith("\nRationale: Because two.") and items[0].rationale is None
+    )
     assert items[0].label == example.label  # gold label by default
 
 
@@ -160,10 +197,20 @@ def test_human_rationales_come_from_the_dataset(data_dir):
 
     task = load_task("cqa")
     example = load_splits(task, data_dir)["train"][0]
-    items, _ = training_examples(make_config({"mode": "dss", "task": "cqa", "rationale_source": "human"}), [example], {}, task)
+    items, _ = training_examples(
+        make_config({"mode": "dss", "task": "cqa", "rationale_source": "human"}),
+        [example],
+        {},
+        task,
+    )
     assert items[0].rationale == example.record["abstractive_explanation"].strip()
     with pytest.raises(ValueError, match="no human rationales"):
-        training_examples(make_config({"mode": "dss", "rationale_source": "human"}), [example], {}, load_task("svamp"))
+        training_examples(
+            make_config({"mode": "dss", "rationale_source": "human"}),
+            [example],
+            {},
+            load_task("svamp"),
+        )
 
 
 def test_extra_unlabeled_inputs_train_on_teacher_labels(tmp_path):
@@ -171,10 +218,25 @@ def test_extra_unlabeled_inputs_train_on_teacher_labels(tmp_path):
     from stepdistill.train import extra_examples, training_examples
 
     path = tmp_path / "extra.jsonl"
-    path.write_text(json.dumps({"id": "a", "input": "Tom has 3 apples.", "teacher_label": "(3 + 0)", "rationale": "He has 3."}) + "\n"
-                    + json.dumps({"id": "b", "input": "?", "teacher_label": None, "rationale": None}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "input": "Tom has 3 apples.",
+                "teacher_label": "(3 + 0)",
+                "rationale": "He has 3.",
+            }
+        )
+        + "\n"
+        + json.dumps({"id": "b", "input": "?", "teacher_label": None, "rationale": None})
+        + "\n"
+    )
     config = make_config({"mode": "dss", "extra_annotations": str(path)})
     extra = extra_examples(config, load_task("svamp"))
-    items, skipped = training_examples(config, extra, {e.id: e.record for e in extra}, load_task("svamp"))
-    assert [(i.example.id, i.label, i.rationale) for i in items] == [("extra-a", "(3 + 0)", "He has 3.")]
+    items, skipped = training_examples(
+        config, extra, {e.id: e.record for e in extra}, load_task("svamp")
+    )
+    assert [(i.example.id, i.label, i.rationale) for i in items] == [
+        ("extra-a", "(3 + 0)", "He has 3.")
+    ]
     assert skipped["no_label"] == 1

@@ -41,6 +41,13 @@ def make_run(model_dir: Path, folder: Path, mode: str = "dss") -> Path:
     shutil.copytree(model_dir, folder / "model", dirs_exist_ok=True)
     scramble(folder / "model")
     # fp32 and short rationales: fast, and batched answers equal unbatched ones exactly.
-    config = TrainConfig(task="tiny-nli", mode=mode, student=str(model_dir), bf16=False, max_rationale_tokens=8, eval_batch_size=8)
+    config = TrainConfig(
+        task="tiny-nli",
+        mode=mode,
+        student=str(model_dir),
+        bf16=False,
+        max_rationale_tokens=8,
+        eval_batch_size=8,
+    )
     save_run_files(folder, config, task_from_dict(TASK))
     return folder

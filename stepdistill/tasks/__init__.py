@@ -101,7 +101,9 @@ class Task:
         if isinstance(self.parser, dict):
             unknown = sorted(set(self.parser) - {"cut_at", "pattern"})
             if unknown:
-                raise TaskError(f"{self._where()}: unknown parser field(s) {unknown}; known: ['cut_at', 'pattern']")
+                raise TaskError(
+                    f"{self._where()}: unknown parser field(s) {unknown}; known: ['cut_at', 'pattern']"
+                )
             self.parser = ParserSpec(**self.parser)
         if self.normalize not in NORMALIZERS:
             raise TaskError(f"task {self.name}: normalize must be one of {NORMALIZERS}")
@@ -119,7 +121,9 @@ class Task:
         """A hand-written task file gets an error naming the field, not a traceback later."""
 
         def fail(name: str, expected: str, value: Any) -> TaskError:
-            return TaskError(f"{self._where()}: field {name!r} must be {expected}, got {type(value).__name__} {value!r:.60}")
+            return TaskError(
+                f"{self._where()}: field {name!r} must be {expected}, got {type(value).__name__} {value!r:.60}"
+            )
 
         scalar = (str, int, float)
         for f in fields(self):
@@ -131,25 +135,39 @@ class Task:
                 if value is not None and not isinstance(value, str):
                     raise fail(f.name, "a field name", value)
             elif f.name == "files":
-                if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+                ):
                     raise fail(f.name, "a mapping of split name to file path", value)
             elif f.name == "labels":
-                if value is not None and (not isinstance(value, list) or not all(isinstance(v, scalar) for v in value)):
+                if value is not None and (
+                    not isinstance(value, list) or not all(isinstance(v, scalar) for v in value)
+                ):
                     raise fail(f.name, "a list of labels or 'free text'", value)
             elif f.name == "label_map":
-                if value is not None and (not isinstance(value, dict) or not all(isinstance(v, scalar) for v in value.values())):
+                if value is not None and (
+                    not isinstance(value, dict)
+                    or not all(isinstance(v, scalar) for v in value.values())
+                ):
                     raise fail(f.name, "a mapping of stored value to label", value)
             elif f.name == "validation":
                 if value is not None and not isinstance(value, dict):
-                    raise fail(f.name, "a mapping such as {from: train, fraction: 0.1, seed: 0}", value)
+                    raise fail(
+                        f.name, "a mapping such as {from: train, fraction: 0.1, seed: 0}", value
+                    )
             elif f.name == "teacher_outputs":
                 if not isinstance(value, dict) or not all(
-                    isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
+                    isinstance(v, list) and all(isinstance(x, str) for x in v)
+                    for v in value.values()
                 ):
                     raise fail(f.name, "a mapping of split name to a list of files", value)
             elif f.name == "demonstrations":
-                if not isinstance(value, list) or not all(isinstance(d, dict) and {"rationale", "label"} <= set(d) for d in value):
-                    raise fail(f.name, "a list of mappings with (at least) rationale and label", value)
+                if not isinstance(value, list) or not all(
+                    isinstance(d, dict) and {"rationale", "label"} <= set(d) for d in value
+                ):
+                    raise fail(
+                        f.name, "a list of mappings with (at least) rationale and label", value
+                    )
             elif f.name == "parser":
                 if not isinstance(value, dict | ParserSpec):
                     raise fail(f.name, "a mapping with cut_at and pattern", value)
@@ -158,14 +176,24 @@ class Task:
         carve = self.validation or {}
         unknown = sorted(set(carve) - {"from", "fraction", "size", "seed"})
         if unknown:
-            raise TaskError(f"{self._where()}: unknown validation field(s) {unknown}; known: from, fraction, size, seed")
+            raise TaskError(
+                f"{self._where()}: unknown validation field(s) {unknown}; known: from, fraction, size, seed"
+            )
         if carve and carve.get("from", "train") not in self.files:
-            raise TaskError(f"{self._where()}: validation.from names split {carve.get('from', 'train')!r}, not in files")
+            raise TaskError(
+                f"{self._where()}: validation.from names split {carve.get('from', 'train')!r}, not in files"
+            )
         fraction = carve.get("fraction", 0.1)
-        if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 <= fraction < 1:
+        if (
+            not isinstance(fraction, int | float)
+            or isinstance(fraction, bool)
+            or not 0 <= fraction < 1
+        ):
             raise fail("validation.fraction", "a number from 0 to below 1", fraction)
         for key in ("size", "seed"):
-            if key in carve and (not isinstance(carve[key], int) or isinstance(carve[key], bool) or carve[key] < 0):
+            if key in carve and (
+                not isinstance(carve[key], int) or isinstance(carve[key], bool) or carve[key] < 0
+            ):
                 raise fail(f"validation.{key}", "a whole number of at least 0", carve[key])
 
     @property
@@ -189,7 +217,9 @@ _TaskLoader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_TaskLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_TaskLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def builtin_names() -> list[str]:

@@ -64,7 +64,10 @@ BACKENDS: dict[str, str] = {
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "palm-replay": ("replay", {}),
     # A local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, `stepdistill serve`).
-    "local-openai": ("openai", {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "STEPDISTILL_API_KEY"}),
+    "local-openai": (
+        "openai",
+        {"base_url": "http://127.0.0.1:8000/v1", "api_key_env": "STEPDISTILL_API_KEY"},
+    ),
 }
 
 

@@ -47,8 +47,12 @@ class HFTeacher:
     @property
     def identity(self) -> dict[str, Any]:
         return {
-            "backend": "hf", "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
-            "max_tokens": self.max_tokens, "seed": self.seed,
+            "backend": "hf",
+            "model": self.model_name,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
         }
 
     def tokenizer(self) -> Any:
@@ -71,7 +75,11 @@ class HFTeacher:
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             if self.dtype == "auto":
-                dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+                dtype = (
+                    torch.bfloat16
+                    if device.startswith("cuda") and torch.cuda.is_bf16_supported()
+                    else torch.float32
+                )
             else:
                 dtype = getattr(torch, self.dtype)
             config = AutoConfig.from_pretrained(self.model_name)
@@ -93,9 +101,15 @@ class HFTeacher:
         ordered = sorted(requests, key=lambda request: -len(request.prompt))
         for start in range(0, len(ordered), self.batch_size):
             batch = ordered[start : start + self.batch_size]
-            encoded = tokenizer([request.prompt for request in batch], return_tensors="pt", padding=True).to(model.device)
+            encoded = tokenizer(
+                [request.prompt for request in batch], return_tensors="pt", padding=True
+            ).to(model.device)
             sampling = self.temperature > 0
-            options: dict[str, Any] = {"max_new_tokens": self.max_tokens, "do_sample": sampling, "pad_token_id": tokenizer.pad_token_id}
+            options: dict[str, Any] = {
+                "max_new_tokens": self.max_tokens,
+                "do_sample": sampling,
+                "pad_token_id": tokenizer.pad_token_id,
+            }
             if self.task.parser.cut_at:
                 # Stop each row at the task's cut markers (an invented next example)
                 # instead of generating it to max_tokens and cutting it off afterwards.
@@ -107,9 +121,16 @@ class HFTeacher:
                 torch.manual_seed(self.seed * 1_000_003 + batch[0].sample * 7919 + start)
             with torch.inference_mode():
                 output = model.generate(**encoded, **options)
-            new_tokens = output if model.config.is_encoder_decoder else output[:, encoded["input_ids"].shape[1] :]
+            new_tokens = (
+                output
+                if model.config.is_encoder_decoder
+                else output[:, encoded["input_ids"].shape[1] :]
+            )
             for index, request in enumerate(batch):
                 tokens = [t for t in new_tokens[index].tolist() if t != tokenizer.pad_token_id]
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
-                usage = {"prompt_tokens": int(encoded["attention_mask"][index].sum()), "completion_tokens": len(tokens)}
+                usage = {
+                    "prompt_tokens": int(encoded["attention_mask"][index].sum()),
+                    "completion_tokens": len(tokens),
+                }
                 yield Completion(request, text, usage=usage)

@@ -44,7 +44,9 @@ class RateLimiter:
         async with self.lock:
             while True:
                 now = time.monotonic()
-                self.available = min(self.capacity, self.available + (now - self.updated) * self.capacity / 60)
+                self.available = min(
+                    self.capacity, self.available + (now - self.updated) * self.capacity / 60
+                )
                 self.updated = now
                 if self.available >= amount:
                     self.available -= amount
@@ -84,7 +86,13 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, openai.APIStatusError):
         return error.status_code in (408, 409, 429) or error.status_code >= 500
     # Timeouts and dropped connections; a body that is not JSON or not a completion.
-    return isinstance(error, openai.APIConnectionError | openai.APIResponseValidationError | MalformedResponse | ValueError)
+    return isinstance(
+        error,
+        openai.APIConnectionError
+        | openai.APIResponseValidationError
+        | MalformedResponse
+        | ValueError,
+    )
 
 
 def describe(error: BaseException, secret: str | None) -> str:
@@ -193,8 +201,13 @@ class OpenAITeacher:
     def identity(self) -> dict[str, Any]:
         """What decides the output: no key, no endpoint (so a cache moves with the model)."""
         return {
-            "backend": "openai", "model": self.model, "style": self.style, "temperature": self.temperature,
-            "max_tokens": self.max_tokens, "stop": self.stop, "system": self.system,
+            "backend": "openai",
+            "model": self.model,
+            "style": self.style,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+            "system": self.system,
             "seed": self.seed if self.temperature > 0 else None,
         }
 
@@ -213,15 +226,21 @@ class OpenAITeacher:
         cancels them."""
         # Checked here, not when built: estimates and fully stored reruns need no key.
         if self.base_url is None and not os.environ.get(self.api_key_env):
-            raise ValueError(f"the openai teacher needs an API key in ${self.api_key_env} (or a base_url of a local server)")
+            raise ValueError(
+                f"the openai teacher needs an API key in ${self.api_key_env} (or a base_url of a local server)"
+            )
         self.tokenizer()
         answers = Answers()
         loop = asyncio.new_event_loop()
-        answers.thread = threading.Thread(target=self._run_loop, args=(loop, list(requests), answers), daemon=True)
+        answers.thread = threading.Thread(
+            target=self._run_loop, args=(loop, list(requests), answers), daemon=True
+        )
         answers.thread.start()
         return answers
 
-    def _run_loop(self, loop: asyncio.AbstractEventLoop, requests: list[Request], answers: Answers) -> None:
+    def _run_loop(
+        self, loop: asyncio.AbstractEventLoop, requests: list[Request], answers: Answers
+    ) -> None:
         try:
             loop.run_until_complete(self._run(requests, answers))
         except BaseException as error:
@@ -235,7 +254,9 @@ class OpenAITeacher:
 
         key = os.environ.get(self.api_key_env) or None
         # Local servers accept any key; the client insists on one.
-        client = openai.AsyncOpenAI(api_key=key or "EMPTY", base_url=self.base_url, max_retries=0, timeout=self.timeout)
+        client = openai.AsyncOpenAI(
+            api_key=key or "EMPTY", base_url=self.base_url, max_retries=0, timeout=self.timeout
+        )
         semaphore = asyncio.Semaphore(self.concurrency)
         rpm = RateLimiter(self.requests_per_minute) if self.requests_per_minute else None
         tpm = RateLimiter(self.tokens_per_minute) if self.tokens_per_minute else None
@@ -278,7 +299,13 @@ class OpenAITeacher:
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
 
-    async def _ask(self, client: Any, request: Request, key: str | None, draining: threading.Event | None = None) -> Completion:
+    async def _ask(
+        self,
+        client: Any,
+        request: Request,
+        key: str | None,
+        draining: threading.Event | None = None,
+    ) -> Completion:
         from tenacity import (
             AsyncRetrying,
             RetryError,
@@ -297,29 +324,46 @@ class OpenAITeacher:
             # waiting requests do not all return in the same instant.
             # max_wait bounds our own backoff, not the server's word: retrying before
             # Retry-After only earns another 429.
-            return min(MAX_RETRY_AFTER, asked + backoff(state) * 0.1) if asked is not None else backoff(state)
+            return (
+                min(MAX_RETRY_AFTER, asked + backoff(state) * 0.1)
+                if asked is not None
+                else backoff(state)
+            )
 
         def count_retry(state: Any) -> None:
             self.retries += 1
 
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retryable), wait=wait,
+                retry=retry_if_exception(is_retryable),
+                wait=wait,
                 # A stopped run (budget reached) lets a request finish but retries nothing.
-                stop=stop_any(stop_after_attempt(self.max_retries + 1), lambda _: draining is not None and draining.is_set()),
-                before_sleep=count_retry, reraise=False,
+                stop=stop_any(
+                    stop_after_attempt(self.max_retries + 1),
+                    lambda _: draining is not None and draining.is_set(),
+                ),
+                before_sleep=count_retry,
+                reraise=False,
             ):
                 with attempt:
                     text, usage = await self._call(client, request)
             return Completion(request, text, usage=usage)
         except RetryError as error:
             last = error.last_attempt.exception()
-            return Completion(request, None, error=f"retries exhausted: {describe(last, key) if last else 'unknown'}")
+            return Completion(
+                request,
+                None,
+                error=f"retries exhausted: {describe(last, key) if last else 'unknown'}",
+            )
         except Exception as error:  # a 400, 401, 404 ...: not worth retrying
             return Completion(request, None, error=describe(error, key))
 
     async def _call(self, client: Any, request: Request) -> tuple[str, dict[str, int]]:
-        params: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        params: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
         if self.stop:
             params["stop"] = self.stop
         if self.seed is not None and self.temperature > 0:
@@ -336,17 +380,23 @@ class OpenAITeacher:
             choices = getattr(response, "choices", None)
             text = choices[0].text if choices else None
         if not isinstance(text, str):
-            raise MalformedResponse(f"no completion text in the response ({type(response).__name__})")
+            raise MalformedResponse(
+                f"no completion text in the response ({type(response).__name__})"
+            )
         usage = getattr(response, "usage", None)
         if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
-            counts = {"prompt_tokens": int(usage.prompt_tokens), "completion_tokens": int(usage.completion_tokens or 0)}
+            counts = {
+                "prompt_tokens": int(usage.prompt_tokens),
+                "completion_tokens": int(usage.completion_tokens or 0),
+            }
         else:
             from ..cost import count_tokens
 
             # No usage reported (some servers): count, and say whether it is exact.
             tokenizer = self._tokenizer  # loaded before the run; never load in the loop
             counts = {
-                "prompt_tokens": count_tokens(request.prompt, tokenizer), "completion_tokens": count_tokens(text, tokenizer),
+                "prompt_tokens": count_tokens(request.prompt, tokenizer),
+                "completion_tokens": count_tokens(text, tokenizer),
                 **({} if tokenizer is not None else {"estimated": 1}),
             }
         return text, counts

@@ -27,8 +27,14 @@ class ReplayTeacher:
     def outputs(self, split: str) -> list[str]:
         if split not in self._outputs:
             if split not in self.task.teacher_outputs:
-                raise DataError(f"task {self.task.name} has no stored teacher outputs for split {split!r}")
-            root = data_dir(self._data) if any("{data}" in f for f in self.task.teacher_outputs[split]) else None
+                raise DataError(
+                    f"task {self.task.name} has no stored teacher outputs for split {split!r}"
+                )
+            root = (
+                data_dir(self._data)
+                if any("{data}" in f for f in self.task.teacher_outputs[split])
+                else None
+            )
             rows: list[str] = []
             for template in self.task.teacher_outputs[split]:
                 for name in expand_braces(template):
@@ -38,7 +44,9 @@ class ReplayTeacher:
                     except FileNotFoundError:
                         raise DataError(f"{path}: stored teacher outputs not found") from None
                     except json.JSONDecodeError as error:
-                        raise DataError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+                        raise DataError(
+                            f"{path}:{error.lineno}: invalid JSON: {error.msg}"
+                        ) from None
                     if not isinstance(chunk, list):
                         raise DataError(f"{path}: expected a JSON list of strings")
                     rows.extend(chunk)

@@ -78,7 +78,9 @@ def canonical(value: Any) -> str:
 
 def request_key(identity: dict[str, Any], prompt: str, sample: int) -> str:
     """sha256 of the canonical request. ``identity`` must hold no secret or endpoint."""
-    return hashlib.sha256(canonical({"identity": identity, "prompt": prompt, "sample": sample}).encode()).hexdigest()
+    return hashlib.sha256(
+        canonical({"identity": identity, "prompt": prompt, "sample": sample}).encode()
+    ).hexdigest()
 
 
 def prompt_sha(prompt: str) -> str:
@@ -103,15 +105,21 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as error:
             self.db.close()
-            raise StoreError(f"{self.path}: not a readable response store ({error}); move it away or use another --store") from None
+            raise StoreError(
+                f"{self.path}: not a readable response store ({error}); move it away or use another --store"
+            ) from None
         except StoreError:
             self.db.close()
             raise
 
     def _migrate(self) -> None:
-        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if tables and "schema_version" not in tables:
-            raise StoreError(f"{self.path}: an SQLite file with other tables ({', '.join(sorted(tables))}), not a response store")
+            raise StoreError(
+                f"{self.path}: an SQLite file with other tables ({', '.join(sorted(tables))}), not a response store"
+            )
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = self.db.execute("SELECT version FROM schema_version").fetchone()
         version = row[0] if row else 0
@@ -144,7 +152,9 @@ class Store:
         return self.db.execute("SELECT * FROM responses WHERE key = ?", (key,)).fetchone()
 
     def has(self, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
+        return (
+            self.db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
+        )
 
     def find(self, prompt: str, sample: int, model: str | None = None) -> sqlite3.Row | None:
         """The newest response to this prompt and sample (any identity, or one model)."""
@@ -163,8 +173,16 @@ class Store:
             self.db.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    key, prompt_sha(request.prompt), canonical(identity), identity.get("model"), request.prompt,
-                    request.sample, completion.text, usage.get("prompt_tokens"), usage.get("completion_tokens"), time.time(),
+                    key,
+                    prompt_sha(request.prompt),
+                    canonical(identity),
+                    identity.get("model"),
+                    request.prompt,
+                    request.sample,
+                    completion.text,
+                    usage.get("prompt_tokens"),
+                    usage.get("completion_tokens"),
+                    time.time(),
                 ),
             )
             self._link(key, request)
@@ -214,15 +232,24 @@ class Store:
 def example_summary(example: Any) -> dict[str, Any]:
     """What export needs to rebuild a rationale row without the data files."""
     return {
-        "id": example.id, "split": example.split, "input": example.input, "label": example.label,
-        "source_split": example.source_split, "source_index": example.source_index, "record": example.record,
+        "id": example.id,
+        "split": example.split,
+        "input": example.input,
+        "label": example.label,
+        "source_split": example.source_split,
+        "source_index": example.source_index,
+        "record": example.record,
     }
 
 
 def backend_identity(backend: Any) -> dict[str, Any]:
     """The backend's identity, or its name when it declares none."""
     identity = getattr(backend, "identity", None)
-    return dict(identity) if identity else {"backend": getattr(backend, "name", type(backend).__name__)}
+    return (
+        dict(identity)
+        if identity
+        else {"backend": getattr(backend, "name", type(backend).__name__)}
+    )
 
 
 class CachingTeacher:
@@ -253,7 +280,10 @@ class CachingTeacher:
                 continue
             self.hits += 1
             self.store.link(keys[id(request)], request)
-            usage = {"prompt_tokens": row["prompt_tokens"] or 0, "completion_tokens": row["completion_tokens"] or 0}
+            usage = {
+                "prompt_tokens": row["prompt_tokens"] or 0,
+                "completion_tokens": row["completion_tokens"] or 0,
+            }
             yield Completion(request, row["text"], usage=usage, cached=True)
         self.misses += len(missing)
         if not missing:
@@ -310,13 +340,20 @@ class StoreTeacher:
         for request in requests:
             row = self.store.find(request.prompt, request.sample, self.model)
             if row is None:
-                yield Completion(request, None, error="missing: no stored response for this prompt and sample")
+                yield Completion(
+                    request, None, error="missing: no stored response for this prompt and sample"
+                )
             else:
-                usage = {"prompt_tokens": row["prompt_tokens"] or 0, "completion_tokens": row["completion_tokens"] or 0}
+                usage = {
+                    "prompt_tokens": row["prompt_tokens"] or 0,
+                    "completion_tokens": row["completion_tokens"] or 0,
+                }
                 yield Completion(request, row["text"], usage=usage, cached=True)
 
 
-def export(store_path: str | Path, task: Task, output: str | Path, model: str | None = None) -> dict[str, int]:
+def export(
+    store_path: str | Path, task: Task, output: str | Path, model: str | None = None
+) -> dict[str, int]:
     """Write the rationale JSONL (one file per split) of every stored answer; returns
     rows per split."""
     from ..annotate import rationale_row
@@ -329,7 +366,9 @@ def export(store_path: str | Path, task: Task, output: str | Path, model: str | 
         for row in store.linked_rows(model):
             example = Example(**json.loads(row["example"]))
             completion = Completion(Request(example, "", row["sample"]), row["text"])
-            by_split.setdefault(example.split, []).append(rationale_row(task, completion, with_sample=len(samples) > 1))
+            by_split.setdefault(example.split, []).append(
+                rationale_row(task, completion, with_sample=len(samples) > 1)
+            )
     for split, rows in by_split.items():
         write_jsonl(Path(output) / f"{split}.jsonl", rows)
     return {split: len(rows) for split, rows in by_split.items()}
