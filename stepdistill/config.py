@@ -129,7 +129,7 @@ class TrainConfig:
         if self.max_steps is None and self.epochs <= 0:
             raise ConfigError("epochs must be > 0 (or set max_steps)")
         for name in ("train_limit", "eval_limit", "valid_limit"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+            if (limit := getattr(self, name)) is not None and limit < 1:
                 raise ConfigError(f"{name} must be >= 1 (or null: no limit)")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0: off)")

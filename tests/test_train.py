@@ -152,6 +152,13 @@ def test_unknown_config_key_is_an_error():
         make_config({"learning_rat": 1})
 
 
+@pytest.mark.parametrize("name", ["train_limit", "eval_limit", "valid_limit"])
+def test_a_limit_under_1_is_an_error_but_null_is_no_limit(name):
+    with pytest.raises(ConfigError, match=f"{name} must be >= 1"):
+        make_config({name: 0})
+    assert getattr(make_config({name: None}), name) is None
+
+
 def test_single_target_holds_rationale_then_label(tiny_causal):
     _, tokenizer = load_student(str(tiny_causal))
     (row,) = encode_example(tokenizer, make_config({"mode": "single"}), examples(1)[0], False)
