@@ -236,14 +236,15 @@ def plot_task(
         ):
             continue
         figure, axis = plt.subplots(figsize=(6, 4))
-        for name in (
-            ["dss", baseline] if baseline == "standard" else ["dss-teacher", "dss", baseline]
-        ):
+        names = ["dss", baseline] if baseline == "standard" else ["dss-teacher", "dss", baseline]
+        for index, name in enumerate(names):
             points = [(f, cells[(name, f)]) for f in fractions if (name, f) in cells]
             if not points:
                 continue
+            # each series a little to the side, so that equal means do not hide each other
+            dodge = 2 ** (0.06 * (index - (len(names) - 1) / 2))
             axis.errorbar(
-                [100 * f for f, _ in points],
+                [100 * f * dodge for f, _ in points],
                 [c["mean"] for _, c in points],
                 yerr=[c["se"] for _, c in points],
                 marker="o",
