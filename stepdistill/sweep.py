@@ -183,6 +183,9 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
         f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run"
     )
     for index, config in enumerate(todo, start=1):
+        if config.run_name in {row["run_id"] for row in read_results(results_path)}:
+            print(f"[{index}/{len(todo)}] {config.run_name} (recorded meanwhile, by another sweep)")
+            continue
         earlier = earlier_folders(config)
         folder, left = previous_attempt(earlier)
         print(

@@ -76,6 +76,27 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
     assert trained == []
 
 
+def test_a_run_another_sweep_recorded_meanwhile_is_not_trained_again(tmp_path, monkeypatch):
+    path = write_sweep(tmp_path, {"seed": [0, 1]})
+    results = tmp_path / "out" / "results.jsonl"
+    trained = []
+
+    def fake_train(config):
+        trained.append(config.run_name)
+        # meanwhile a narrowed copy of this sweep, run elsewhere, records seed 1
+        append_result(results, {"run_id": "svamp-dss-f1-smollm2-135m-s1"})
+        return dict(FAKE_METRICS)
+
+    monkeypatch.setattr("stepdistill.train.train", fake_train)
+    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    rows = sweep(path)
+    assert trained == ["svamp-dss-f1-smollm2-135m-s0"]
+    assert sorted(r["run_id"] for r in rows) == [
+        "svamp-dss-f1-smollm2-135m-s0",
+        "svamp-dss-f1-smollm2-135m-s1",
+    ]  # one row each
+
+
 def test_mean_and_standard_error():
     assert mean_se([50.0]) == (50.0, 0.0)
     mean, se = mean_se([50.0, 60.0, 70.0])
