@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_text
-from .sweep import read_results
+from .sweep import first_of_each_run, read_results
 
 MODE_NAMES = {
     "standard": "standard fine-tuning (gold)",
@@ -164,7 +164,7 @@ def teacher_line(rows: list[dict[str, Any]], task: str) -> float | None:
 
 def report(results: str | Path, output: str | Path | None = None) -> Path:
     """Write ``report.md`` and PNG plots next to the results file (or into ``output``)."""
-    rows = read_results(results)
+    rows = first_of_each_run(read_results(results), results)
     if not rows:
         raise ValueError(f"{results}: no results to report")
     output = Path(output) if output else Path(results).parent / "report"

@@ -99,6 +99,27 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def recorded_runs(path: str | Path) -> set[Any]:
+    """The run ids a results file holds (reread each time: another sweep may add some)."""
+    return {row.get("run_id") for row in read_results(path)}
+
+
+def first_of_each_run(rows: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
+    """Each run's first row; a run recorded twice (two sweeps trained it at once, before
+    the sweep checked for that) is named in a warning and counted once."""
+    seen: set[Any] = set()
+    kept = []
+    for row in rows:
+        if row.get("run_id") is not None and row["run_id"] in seen:
+            warnings.warn(
+                f"{path}: run {row['run_id']} recorded twice; the first row counts", stacklevel=2
+            )
+            continue
+        seen.add(row.get("run_id"))
+        kept.append(row)
+    return kept
+
+
 def append_result(path: str | Path, row: dict[str, Any]) -> None:
     """One row, on a line of its own (a torn last line left by a crash is cut off first)."""
     append_jsonl(path, row)
@@ -177,13 +198,13 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
     results_path = Path(spec["output_dir"]) / "results.jsonl"
     configs = expand(spec)
     cut_torn_tail(results_path)
-    done = {row["run_id"] for row in read_results(results_path)}
+    done = recorded_runs(results_path)
     todo = [c for c in configs if c.run_name not in done]
     print(
         f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run"
     )
     for index, config in enumerate(todo, start=1):
-        if config.run_name in {row["run_id"] for row in read_results(results_path)}:
+        if config.run_name in recorded_runs(results_path):
             print(f"[{index}/{len(todo)}] {config.run_name} (recorded meanwhile, by another sweep)")
             continue
         earlier = earlier_folders(config)
@@ -220,6 +241,10 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
             # the precision the run trained in (depends on the hardware)
             "bf16": metrics.get("bf16"),
         }
+        if config.run_name in recorded_runs(results_path):
+            # two sweeps trained this run at once: the first to finish keeps its row
+            print(f"{config.run_name}: recorded meanwhile by another sweep; row not written twice")
+            continue
         # under a multi-process launch every process trains; one writes the row
         if launch_rank() == 0:
             append_result(results_path, row)

@@ -97,6 +97,32 @@ def test_a_run_another_sweep_recorded_meanwhile_is_not_trained_again(tmp_path, m
     ]  # one row each
 
 
+def test_a_run_another_sweep_finished_meanwhile_is_recorded_once(tmp_path, monkeypatch):
+    path = write_sweep(tmp_path, {"seed": [0]})
+    results = tmp_path / "out" / "results.jsonl"
+
+    def fake_train(config):
+        # a second sweep, started on the same grid, trained this run too and finished first
+        append_result(results, {"run_id": config.run_name, "test_accuracy": 0.25})
+        return dict(FAKE_METRICS)
+
+    monkeypatch.setattr("stepdistill.train.train", fake_train)
+    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    rows = sweep(path)
+    assert [r["test_accuracy"] for r in rows] == [0.25]  # the first to finish keeps its row
+
+
+def test_report_counts_a_run_recorded_twice_once(tmp_path):
+    results = tmp_path / "results.jsonl"
+    row = {"task": "svamp", "mode": "dss", "train_fraction": 1.0, "seed": 0}
+    append_result(results, {**row, "run_id": "a", "test_accuracy": 0.4})
+    append_result(results, {**row, "run_id": "a", "test_accuracy": 0.6})  # an older sweep
+    append_result(results, {**row, "run_id": "b", "seed": 1, "test_accuracy": 0.5})
+    with pytest.warns(UserWarning, match="run a recorded twice; the first row counts"):
+        text = report(results).read_text()
+    assert "(2 runs)" in text and "| distilling step-by-step | 45.0 ± 5.0 (n=2) |" in text
+
+
 def test_mean_and_standard_error():
     assert mean_se([50.0]) == (50.0, 0.0)
     mean, se = mean_se([50.0, 60.0, 70.0])
