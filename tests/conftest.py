@@ -94,3 +94,13 @@ def data_dir() -> Path:
     if not (DATA / "dss").is_dir():
         pytest.skip(f"benchmark data not found at {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def annotations(data_dir, tmp_path_factory) -> Path:
+    """SVAMP annotated by the PaLM replay teacher (read only: training reads it)."""
+    from stepdistill.annotate import annotate
+
+    folder = tmp_path_factory.mktemp("annotations")
+    annotate("svamp", "palm-replay", folder, data=data_dir, quiet=True)
+    return folder

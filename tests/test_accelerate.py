@@ -11,18 +11,9 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import scramble
+from tiny_run import scramble, train_command
 
 from stepdistill.cli import main
-
-
-@pytest.fixture(scope="module")
-def annotations(data_dir, tmp_path_factory):
-    from stepdistill.annotate import annotate
-
-    folder = tmp_path_factory.mktemp("annotations")
-    annotate("svamp", "palm-replay", folder, data=data_dir, quiet=True)
-    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -46,35 +37,19 @@ def student(tiny_causal, tmp_path_factory):
 def arguments(student, annotations, data_dir, output, bf16):
     # 13 examples in batches of 6: the last batch of each epoch (1 example) leaves one
     # process without any row, which must still take part in the step.
-    return [
-        "train",
-        "--task",
-        "svamp",
-        "--mode",
-        "dss",
-        "--student",
-        str(student),
-        "--annotations",
-        str(annotations),
-        "--data-dir",
-        str(data_dir),
-        "--output-dir",
-        str(output),
-        "--max-steps",
-        "4",
-        "--batch-size",
-        "6",
-        "--train-limit",
-        "13",
-        "--eval-limit",
-        "6",
-        "--learning-rate",
-        "3e-3",
-        "--bf16",
-        str(bf16),
-        "--threads",
-        "1",
-    ]
+    return train_command(
+        student,
+        annotations,
+        output,
+        data_dir=data_dir,
+        max_steps=4,
+        batch_size=6,
+        train_limit=13,
+        eval_limit=6,
+        learning_rate="3e-3",
+        bf16=bf16,
+        threads=1,
+    )
 
 
 def launch(args, processes=2):

@@ -5,18 +5,11 @@ validates on a fixed subset."""
 import json
 
 import pytest
+from tiny_run import train_command
 
 import stepdistill.train as train_module
 from stepdistill.cli import main
 from stepdistill.config import ConfigError, make_config
-
-
-@pytest.fixture()
-def annotations(data_dir, tmp_path):
-    from stepdistill.annotate import annotate
-
-    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
-    return tmp_path / "annotations"
 
 
 def scripted_validation(monkeypatch, accuracies):
@@ -39,35 +32,19 @@ def test_training_stops_after_patience_evaluations_without_improvement(
 ):
     # A tie (0.3 after 0.3) is no improvement: with patience 2, step 3 and 4 fail to beat step 2.
     scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.3, 0.5, 0.4])
-    arguments = [
-        "train",
-        "--task",
-        "svamp",
-        "--mode",
-        "dss",
-        "--student",
-        str(tiny_causal),
-        "--annotations",
-        str(annotations),
-        "--data-dir",
-        str(data_dir),
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "--run-name",
-        "run",
-        "--max-steps",
-        "6",
-        "--batch-size",
-        "2",
-        "--train-limit",
-        "4",
-        "--evals-per-epoch",
-        "2",
-        "--eval-limit",
-        "2",
-        "--early-stopping-patience",
-        str(patience),
-    ]
+    arguments = train_command(
+        tiny_causal,
+        annotations,
+        tmp_path / "runs",
+        data_dir=data_dir,
+        run_name="run",
+        max_steps=6,
+        batch_size=2,
+        train_limit=4,
+        evals_per_epoch=2,
+        eval_limit=2,
+        early_stopping_patience=patience,
+    )
     assert main(arguments) == 0
     run = tmp_path / "runs" / "run"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -93,33 +70,19 @@ def test_valid_limit_caps_validation_and_keeps_the_test_set_whole(
         return 0.0, []
 
     monkeypatch.setattr(train_module, "evaluate_split", evaluate_split)
-    arguments = [
-        "train",
-        "--task",
-        "svamp",
-        "--mode",
-        "standard",
-        "--student",
-        str(tiny_causal),
-        "--annotations",
-        str(annotations),
-        "--data-dir",
-        str(data_dir),
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "--run-name",
-        "run",
-        "--max-steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--train-limit",
-        "4",
-        "--evals-per-epoch",
-        "2",
-        "--valid-limit",
-        "5",
-    ]
+    arguments = train_command(
+        tiny_causal,
+        annotations,
+        tmp_path / "runs",
+        mode="standard",
+        data_dir=data_dir,
+        run_name="run",
+        max_steps=2,
+        batch_size=2,
+        train_limit=4,
+        evals_per_epoch=2,
+        valid_limit=5,
+    )
     assert main(arguments) == 0
     (valid,) = seen["valid"]  # the same five examples at every evaluation
     assert len(valid) == 5 and len(next(iter(seen["test"]))) == 200  # SVAMP's whole test split

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import scramble
+from tiny_run import scramble, train_command
 
 from stepdistill.cli import main
 from stepdistill.config import ConfigError, make_config
@@ -94,14 +94,6 @@ def test_only_the_adapters_get_gradients_and_the_merged_model_computes_the_same(
     assert float((adapted - original).abs().max()) > 1e-3  # the adapters did something
 
 
-@pytest.fixture()
-def annotations(data_dir, tmp_path):
-    from stepdistill.annotate import annotate
-
-    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
-    return tmp_path / "annotations"
-
-
 def test_a_lora_run_saves_a_plain_merged_model_that_loads_and_predicts(
     tiny_causal, annotations, data_dir, tmp_path
 ):
@@ -117,37 +109,20 @@ def test_a_lora_run_saves_a_plain_merged_model_that_loads_and_predicts(
     scramble(student)
     assert (
         main(
-            [
-                "train",
-                "--task",
-                "svamp",
-                "--mode",
-                "dss",
-                "--student",
-                str(student),
-                "--annotations",
-                str(annotations),
-                "--data-dir",
-                str(data_dir),
-                "--output-dir",
-                str(tmp_path / "runs"),
-                "--run-name",
-                "lora",
-                "--max-steps",
-                "3",
-                "--batch-size",
-                "4",
-                "--train-limit",
-                "8",
-                "--eval-limit",
-                "4",
-                "--learning-rate",
-                "1e-2",
-                "--lora-rank",
-                "4",
-                "--lora-target-modules",
-                "q_proj,v_proj",
-            ]
+            train_command(
+                student,
+                annotations,
+                tmp_path / "runs",
+                data_dir=data_dir,
+                run_name="lora",
+                max_steps=3,
+                batch_size=4,
+                train_limit=8,
+                eval_limit=4,
+                learning_rate="1e-2",
+                lora_rank=4,
+                lora_target_modules="q_proj,v_proj",
+            )
         )
         == 0
     )

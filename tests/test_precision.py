@@ -5,6 +5,7 @@ import json
 import warnings
 
 import pytest
+from tiny_run import train_command
 
 import stepdistill.precision as precision
 from stepdistill.cli import main
@@ -33,35 +34,20 @@ def test_bf16_supported_answers_for_this_machine():
     assert isinstance(precision.bf16_supported(), bool)
 
 
-def test_a_training_run_records_the_precision_it_used(hardware, tiny_causal, data_dir, tmp_path):
-    from stepdistill.annotate import annotate
-
-    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
-    arguments = [
-        "train",
-        "--task",
-        "svamp",
-        "--mode",
-        "dss",
-        "--student",
-        str(tiny_causal),
-        "--annotations",
-        str(tmp_path / "annotations"),
-        "--data-dir",
-        str(data_dir),
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "--run-name",
-        "run",
-        "--max-steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--train-limit",
-        "2",
-        "--eval-limit",
-        "2",
-    ]
+def test_a_training_run_records_the_precision_it_used(
+    hardware, tiny_causal, annotations, data_dir, tmp_path
+):
+    arguments = train_command(
+        tiny_causal,
+        annotations,
+        tmp_path / "runs",
+        data_dir=data_dir,
+        run_name="run",
+        max_steps=1,
+        batch_size=2,
+        train_limit=2,
+        eval_limit=2,
+    )
     assert main(arguments) == 0
     metrics = json.loads((tmp_path / "runs" / "run" / "metrics.json").read_text())
     assert metrics["bf16"] is hardware

@@ -30,6 +30,7 @@ from reliability_helpers import (
     start_cli,
     wait_until,
 )
+from tiny_run import train_command
 
 from stepdistill.io import atomic_write_text, cut_torn_tail, write_jsonl
 from stepdistill.predict import existing_ids, predict
@@ -47,33 +48,19 @@ def toy(tmp_path_factory):
 def train_args(task: Path, annotations: Path, student: Path, runs: Path) -> list[str]:
     # 28 training examples, batch 2: 14 steps an epoch, so the only validation is at
     # step 12 and the saved (best) weights are the final ones; a checkpoint every 2.
-    return [
-        "train",
-        "--task",
-        str(task),
-        "--mode",
-        "dss",
-        "--student",
-        str(student),
-        "--annotations",
-        str(annotations),
-        "--output-dir",
-        str(runs),
-        "--max-steps",
-        "12",
-        "--batch-size",
-        "2",
-        "--eval-limit",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--learning-rate",
-        "3e-3",
-        "--threads",
-        "1",
-        "--max-rationale-tokens",
-        "8",
-    ]
+    return train_command(
+        student,
+        annotations,
+        runs,
+        task=task,
+        max_steps=12,
+        batch_size=2,
+        eval_limit=4,
+        checkpoint_every=2,
+        learning_rate="3e-3",
+        threads=1,
+        max_rationale_tokens=8,
+    )
 
 
 def checkpoint_step(folder: Path) -> int:

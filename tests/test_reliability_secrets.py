@@ -31,6 +31,7 @@ from reliability_helpers import (
 )
 from serve_helpers import wait_until_healthy
 from teacher_helpers import toy_answer
+from tiny_run import train_command
 
 
 def forms(key: str) -> list[bytes]:
@@ -182,31 +183,18 @@ def test_api_key_appears_in_no_file_log_or_error(tiny_causal, tmp_path):
 
     # Train on what was written (rows that failed are skipped and counted).
     process, _ = start_cli(
-        [
-            "train",
-            "--task",
-            str(task),
-            "--mode",
-            "dss",
-            "--student",
-            str(tiny_causal),
-            "--annotations",
-            str(annotations),
-            "--output-dir",
-            str(tmp_path / "runs"),
-            "--run-name",
-            "secret-run",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--eval-limit",
-            "2",
-            "--threads",
-            "1",
-            "--max-rationale-tokens",
-            "4",
-        ],
+        train_command(
+            tiny_causal,
+            annotations,
+            tmp_path / "runs",
+            task=task,
+            run_name="secret-run",
+            max_steps=2,
+            batch_size=4,
+            eval_limit=2,
+            threads=1,
+            max_rationale_tokens=4,
+        ),
         tmp_path,
         env=env,
     )

@@ -5,17 +5,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_run import train_command
 
 import stepdistill.train as train_module
 from stepdistill.cli import main
-
-
-@pytest.fixture()
-def annotations(data_dir, tmp_path):
-    from stepdistill.annotate import annotate
-
-    annotate("svamp", "palm-replay", tmp_path / "annotations", data=data_dir, quiet=True)
-    return tmp_path / "annotations"
 
 
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
@@ -23,35 +16,19 @@ def test_resume_after_a_kill_gives_the_same_final_weights(
     request, kind, annotations, data_dir, tmp_path, monkeypatch
 ):
     student = request.getfixturevalue(f"tiny_{kind}")
-    common = [
-        "train",
-        "--task",
-        "svamp",
-        "--mode",
-        "dss",
-        "--student",
-        str(student),
-        "--annotations",
-        str(annotations),
-        "--data-dir",
-        str(data_dir),
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "--max-steps",
-        "7",
-        "--batch-size",
-        "4",
-        "--train-limit",
-        "12",
-        "--eval-limit",
-        "4",
-        "--evals-per-epoch",
-        "1",
-        "--checkpoint-every",
-        "2",
-        "--learning-rate",
-        "3e-3",
-    ]
+    common = train_command(
+        student,
+        annotations,
+        tmp_path / "runs",
+        data_dir=data_dir,
+        max_steps=7,
+        batch_size=4,
+        train_limit=12,
+        eval_limit=4,
+        evals_per_epoch=1,
+        checkpoint_every=2,
+        learning_rate="3e-3",
+    )
     assert main(common + ["--run-name", "whole"]) == 0
 
     real_step_loss = train_module.step_loss

@@ -4,48 +4,27 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_run import train_command
 
 from stepdistill.cli import main
-
-
-@pytest.fixture()
-def annotations(data_dir, tmp_path):
-    from stepdistill.annotate import annotate
-
-    folder = tmp_path / "annotations"
-    annotate("svamp", "palm-replay", folder, data=data_dir, quiet=True)
-    return folder
 
 
 @pytest.mark.parametrize("mode", ["dss", "single"])
 def test_train_then_evaluate_recomputes_the_same_metrics(
     tiny_causal, annotations, data_dir, tmp_path, mode, capsys
 ):
-    args = [
-        "train",
-        "--task",
-        "svamp",
-        "--mode",
-        mode,
-        "--student",
-        str(tiny_causal),
-        "--annotations",
-        str(annotations),
-        "--data-dir",
-        str(data_dir),
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "--run-name",
-        "r",
-        "--max-steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--eval-limit",
-        "6",
-        "--max-rationale-tokens",
-        "16",
-    ]
+    args = train_command(
+        tiny_causal,
+        annotations,
+        tmp_path / "runs",
+        mode=mode,
+        data_dir=data_dir,
+        run_name="r",
+        max_steps=3,
+        batch_size=4,
+        eval_limit=6,
+        max_rationale_tokens=16,
+    )
     assert main(args) == 0
     run = tmp_path / "runs" / "r"
     for name in (
@@ -83,29 +62,16 @@ def test_saved_model_loads_with_plain_transformers(tiny_seq2seq, annotations, da
 
     assert (
         main(
-            [
-                "train",
-                "--task",
-                "svamp",
-                "--mode",
-                "dss",
-                "--student",
-                str(tiny_seq2seq),
-                "--annotations",
-                str(annotations),
-                "--data-dir",
-                str(data_dir),
-                "--output-dir",
-                str(tmp_path),
-                "--run-name",
-                "t5",
-                "--max-steps",
-                "2",
-                "--batch-size",
-                "4",
-                "--eval-limit",
-                "4",
-            ]
+            train_command(
+                tiny_seq2seq,
+                annotations,
+                tmp_path,
+                data_dir=data_dir,
+                run_name="t5",
+                max_steps=2,
+                batch_size=4,
+                eval_limit=4,
+            )
         )
         == 0
     )

@@ -1,4 +1,5 @@
-"""A run folder around a tiny model, for the deployment tests (student API, predict, serve)."""
+"""Tiny runs: the `stepdistill train` arguments for a tiny student, and a run folder
+around a tiny model for the deployment tests (student API, predict, serve)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ TASK = {
     "id_field": "id",
     "max_label_tokens": 6,
 }
+
+
+def train_command(
+    student: Path, annotations: Path, output_dir: Path, mode: str = "dss", **options: object
+) -> list[str]:
+    """`stepdistill train` arguments: SVAMP unless ``task`` is given, each further
+    option ``name=value`` as ``--name value`` (``data_dir=...`` is ``--data-dir ...``)."""
+    options = {"task": "svamp", **options}
+    arguments = ["train", "--mode", mode, "--student", str(student)]
+    arguments += ["--annotations", str(annotations), "--output-dir", str(output_dir)]
+    for name, value in options.items():
+        arguments += ["--" + name.replace("_", "-"), str(value)]
+    return arguments
 
 
 def scramble(model_dir: Path, seed: int = 1) -> None:
