@@ -22,6 +22,12 @@ FAKE_METRICS = {
 }
 
 
+def without_training(monkeypatch, fake_train):
+    """A sweep calls ``fake_train`` instead of training, and the teacher's accuracy is fixed."""
+    monkeypatch.setattr("stepdistill.train.train", fake_train)
+    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+
+
 def write_sweep(tmp_path, grid, base=None):
     path = tmp_path / "sweep.yaml"
     spec = {"name": "t", "output_dir": str(tmp_path / "out"), "base": base or {}, "grid": grid}
@@ -58,8 +64,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # a sweep killed during its third run
         return dict(FAKE_METRICS)
 
-    monkeypatch.setattr("stepdistill.train.train", fake_train)
-    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    without_training(monkeypatch, fake_train)
     with pytest.raises(KeyboardInterrupt):
         sweep(path)
     results = tmp_path / "out" / "results.jsonl"
@@ -87,8 +92,7 @@ def test_a_run_another_sweep_recorded_meanwhile_is_not_trained_again(tmp_path, m
         append_result(results, {"run_id": "svamp-dss-f1-smollm2-135m-s1"})
         return dict(FAKE_METRICS)
 
-    monkeypatch.setattr("stepdistill.train.train", fake_train)
-    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    without_training(monkeypatch, fake_train)
     rows = sweep(path)
     assert trained == ["svamp-dss-f1-smollm2-135m-s0"]
     assert sorted(r["run_id"] for r in rows) == [
@@ -106,8 +110,7 @@ def test_a_run_another_sweep_finished_meanwhile_is_recorded_once(tmp_path, monke
         append_result(results, {"run_id": config.run_name, "test_accuracy": 0.25})
         return dict(FAKE_METRICS)
 
-    monkeypatch.setattr("stepdistill.train.train", fake_train)
-    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    without_training(monkeypatch, fake_train)
     rows = sweep(path)
     assert [r["test_accuracy"] for r in rows] == [0.25]  # the first to finish keeps its row
 
@@ -254,8 +257,7 @@ def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp
         seen.append((runs / name).exists())
         return dict(FAKE_METRICS)
 
-    monkeypatch.setattr("stepdistill.train.train", fake_train)
-    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    without_training(monkeypatch, fake_train)
     sweep(path)
     assert seen == [False]
 
@@ -276,8 +278,7 @@ def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folder
         trained.append(config.run_name)
         return dict(FAKE_METRICS)
 
-    monkeypatch.setattr("stepdistill.train.train", fake_train)
-    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    without_training(monkeypatch, fake_train)
     monkeypatch.setenv("RANK", "1")
     assert sweep(path) == []  # every process trains every run ...
     assert len(trained) == 2
