@@ -1,0 +1,80 @@
+"""Training tokens per run of the paper sweeps, and the training hours they take at a
+given speed: the basis for the time estimates in benchmarks/paper/README.md. It builds
+each run's training set exactly as ``train`` does (same subsample, same skips, same
+encoding), one seed per grid point (seeds differ in order, not size). Usage:
+
+    python benchmarks/paper/tokens.py benchmarks/paper/*.yaml [--tokens-per-second 130]
+
+Evaluation (validation after each epoch, the test set once) is not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import random
+
+
+@functools.cache
+def tokenizer_of(student: str):
+    from stepdistill.students import load_student
+
+    return load_student(student)[1]  # the tokenizer exactly as training sets it up
+
+
+def training_tokens(config) -> tuple[int, int]:
+    """(examples, prompt + target tokens in one epoch) of the run ``config`` describes."""
+    from stepdistill.data import load_splits
+    from stepdistill.tasks import load_task
+    from stepdistill.train import (
+        encode_example,
+        prepare_annotations,
+        row_length,
+        training_examples,
+    )
+
+    task = load_task(config.task)
+    pool = list(load_splits(task, config.data_dir)["train"])
+    random.Random(config.seed).shuffle(pool)  # as train() subsamples
+    pool = pool[: max(1, round(len(pool) * config.train_fraction))][: config.train_limit]
+    items, _ = training_examples(config, pool, prepare_annotations(config, task), task)
+    tokenizer = tokenizer_of(config.student)
+    encoded = [encode_example(tokenizer, config, item, False) for item in items]
+    return len(items), sum(row_length(row, False) for rows in encoded for row in rows)
+
+
+def main() -> None:
+    from stepdistill.sweep import expand, load_sweep
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="+")
+    parser.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=130.0,
+        help="training speed (each run's metrics.json has its own; fp32 SVAMP runs on the "
+        "2-core machine: 113-137)",
+    )
+    args = parser.parse_args()
+    print("| sweep | run (seed 0) | examples | tokens / epoch | epochs | training hours |")
+    print("|---|---|---:|---:|---:|---:|")
+    total = 0.0
+    for path in args.sweeps:
+        spec = load_sweep(path)
+        for config in expand(spec):
+            if config.seed != min(spec["grid"].get("seed", [config.seed])):
+                continue
+            examples, tokens = training_tokens(config)
+            seeds = len(spec["grid"].get("seed", [config.seed]))
+            hours = tokens * config.epochs / args.tokens_per_second / 3600
+            total += hours * seeds
+            print(
+                f"| {spec.get('name', path)} | {config.run_name} | {examples} | {tokens} "
+                f"| {config.epochs:g} | {hours:.2f} (× {seeds} seeds) |",
+                flush=True,
+            )
+    print(f"\nall seeds: {total:.1f} h of training at {args.tokens_per_second:g} tokens/s")
+
+
+if __name__ == "__main__":
+    main()
