@@ -123,6 +123,17 @@ def training_examples(
     return chosen, skipped
 
 
+def training_pool(config: TrainConfig, train_split: list[Example]) -> list[Example]:
+    """A fixed subsample per seed (``train_fraction``, then ``train_limit``), the same for
+    every mode: data-size curves compare like with like."""
+    pool = list(train_split)
+    random.Random(config.seed).shuffle(pool)
+    pool = pool[: max(1, round(len(pool) * config.train_fraction))]
+    if config.train_limit:
+        pool = pool[: config.train_limit]
+    return pool
+
+
 def extra_examples(config: TrainConfig, task: Task) -> list[Example]:
     """Unlabeled inputs annotated by a teacher, as examples (ids prefixed ``extra-``)."""
     if not config.extra_annotations:
@@ -603,12 +614,7 @@ def train(
     extra = extra_examples(config, task)
     annotations.update({example.id: example.record for example in extra})
 
-    # A fixed subsample per seed, the same for every mode (data-size curves compare like with like).
-    pool = list(splits["train"])
-    random.Random(config.seed).shuffle(pool)
-    pool = pool[: max(1, round(len(pool) * config.train_fraction))]
-    if config.train_limit:
-        pool = pool[: config.train_limit]
+    pool = training_pool(config, splits["train"])
     items, skipped = training_examples(config, pool + extra, annotations, task)
     if not items:
         raise ValueError(f"no training examples for mode {config.mode} (skipped: {skipped})")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import random
 
 
 @functools.cache
@@ -31,12 +30,11 @@ def training_tokens(config) -> tuple[int, int]:
         prepare_annotations,
         row_length,
         training_examples,
+        training_pool,
     )
 
     task = load_task(config.task)
-    pool = list(load_splits(task, config.data_dir)["train"])
-    random.Random(config.seed).shuffle(pool)  # as train() subsamples
-    pool = pool[: max(1, round(len(pool) * config.train_fraction))][: config.train_limit]
+    pool = training_pool(config, load_splits(task, config.data_dir)["train"])
     items, _ = training_examples(config, pool, prepare_annotations(config, task), task)
     tokenizer = tokenizer_of(config.student)
     encoded = [encode_example(tokenizer, config, item, False) for item in items]
@@ -56,21 +54,21 @@ def main() -> None:
         "2-core machine: 113-137)",
     )
     args = parser.parse_args()
-    print("| sweep | run (seed 0) | examples | tokens / epoch | epochs | training hours |")
+    print("| sweep | run (first seed) | examples | tokens / epoch | epochs | training hours |")
     print("|---|---|---:|---:|---:|---:|")
     total = 0.0
     for path in args.sweeps:
         spec = load_sweep(path)
+        seeds = spec["grid"].get("seed") or [None]  # None: every run has the base's seed
         for config in expand(spec):
-            if config.seed != min(spec["grid"].get("seed", [config.seed])):
+            if seeds[0] is not None and config.seed != seeds[0]:
                 continue
             examples, tokens = training_tokens(config)
-            seeds = len(spec["grid"].get("seed", [config.seed]))
             hours = tokens * config.epochs / args.tokens_per_second / 3600
-            total += hours * seeds
+            total += hours * len(seeds)
             print(
                 f"| {spec.get('name', path)} | {config.run_name} | {examples} | {tokens} "
-                f"| {config.epochs:g} | {hours:.2f} (× {seeds} seeds) |",
+                f"| {config.epochs:g} | {hours:.2f} (× {len(seeds)} seeds) |",
                 flush=True,
             )
     print(f"\nall seeds: {total:.1f} h of training at {args.tokens_per_second:g} tokens/s")
