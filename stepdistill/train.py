@@ -667,6 +667,7 @@ def train(
         "history": [],
         "real_tokens": 0,
         "train_seconds": 0.0,
+        "wall_seconds": 0.0,  # the run's wall time, as of its last checkpoint
         "evals_without_improvement": 0,
     }
     best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
@@ -687,6 +688,9 @@ def train(
         )
         rng.setstate(saved["python_rng"])
         state = {key: saved.get(key, value) for key, value in state.items()}
+        # wall time counts on from the checkpoint's; the time from it to the kill is
+        # not counted, as the steps redone are not
+        started -= state["wall_seconds"]
         if not quiet:
             tqdm.write(f"resuming {run_dir} at step {state['step']}")
     else:
@@ -794,6 +798,7 @@ def train(
                     scheduler,
                     {
                         **state,
+                        "wall_seconds": time.time() - started,
                         "python_rng": rng.getstate(),
                         "torch_rng": rng_states[0],
                         "torch_rng_per_process": rng_states,

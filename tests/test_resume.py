@@ -1,6 +1,8 @@
 """A killed run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,18 +35,26 @@ def test_resume_after_a_kill_gives_the_same_final_weights(
 
     real_step_loss = train_module.step_loss
     calls = {"n": 0}
+    clock = {"ahead": 0.0}  # the killed process's clock jumps an hour at its first step
 
     def killed_at_step_6(*args, **kwargs):
         calls["n"] += 1
+        clock["ahead"] = 3600.0
         if calls["n"] == 6:
             raise KeyboardInterrupt  # as if killed mid-step
         return real_step_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "step_loss", killed_at_step_6)
+    monkeypatch.setattr(
+        train_module,
+        "time",
+        SimpleNamespace(time=lambda: time.time() + clock["ahead"], strftime=time.strftime),
+    )
     assert main(common + ["--run-name", "killed"]) == 130
     killed = tmp_path / "runs" / "killed"
     assert (killed / "checkpoint" / "state.pt").is_file() and not (killed / "metrics.json").exists()
     monkeypatch.setattr(train_module, "step_loss", real_step_loss)
+    monkeypatch.setattr(train_module, "time", time)
 
     assert main(["train", "--resume", str(killed)]) == 0
     whole = load_file(tmp_path / "runs" / "whole" / "model" / "model.safetensors")
@@ -57,6 +67,8 @@ def test_resume_after_a_kill_gives_the_same_final_weights(
         for n in ("whole", "killed")
     )
     assert a["valid_history"] == b["valid_history"] and a["test_accuracy"] == b["test_accuracy"]
+    # the killed process's hour, up to its last checkpoint, counts in the run's wall time
+    assert 3600 < b["wall_seconds"] < 3600 + 600 and a["wall_seconds"] < 600
     losses = [
         json.loads(line)["loss"] for line in (killed / "train_log.jsonl").read_text().splitlines()
     ]
