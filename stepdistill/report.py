@@ -174,6 +174,8 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         "# Results",
         "",
         f"From `{results}` ({len(rows)} runs). Test accuracy (%), mean ± standard error over seeds (n = seeds).",
+        "A run's data is its share of the training split, capped by `train_limit` where the sweep sets "
+        "one; the last table gives each run's number of training examples.",
         "",
     ]
     for task, cells in sorted(table.items()):
@@ -201,15 +203,16 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
     lines += [
         "## Every run",
         "",
-        "| run | valid % | test % | best step / steps | minutes | precision |",
-        "|---|---:|---:|---:|---:|---|",
+        "| run | train examples | valid % | test % | best step / steps | minutes | precision |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         minutes = (
             f"{float(row['wall_seconds']) / 60:.1f}" if row.get("wall_seconds") is not None else ""
         )
         lines.append(
-            f"| {row.get('run_id', '')} | {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
+            f"| {row.get('run_id', '')} | {row.get('train_examples', '')} "
+            f"| {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
             f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} | {PRECISION.get(row.get('bf16'), '')} |"
         )
     lines.append("")

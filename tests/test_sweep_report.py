@@ -126,6 +126,14 @@ def test_report_counts_a_run_recorded_twice_once(tmp_path):
     assert "(2 runs)" in text and "| distilling step-by-step | 45.0 ± 5.0 (n=2) |" in text
 
 
+def test_report_lists_each_runs_training_examples(tmp_path):
+    results = tmp_path / "results.jsonl"
+    row = {"task": "cqa", "mode": "dss", "train_fraction": 1.0, "seed": 0, "test_accuracy": 0.3}
+    append_result(results, {**row, "run_id": "capped", "train_examples": 2000, "steps": 375})
+    text = report(results).read_text()
+    assert "| capped | 2000 |  | 30.0 |  / 375 |" in text  # 100% of a split capped at 2,000
+
+
 def test_mean_and_standard_error():
     assert mean_se([50.0]) == (50.0, 0.0)
     mean, se = mean_se([50.0, 60.0, 70.0])
@@ -184,8 +192,8 @@ def test_report_tables_and_plots(tmp_path):
         in text
     )
     assert (
-        "| dss-1.0-2 |  | 57.0 |  /  |  |  |" in text
-    )  # every run listed (these have no valid accuracy, steps, ...)
+        "| dss-1.0-2 |  |  | 57.0 |  /  |  |  |" in text
+    )  # every run listed (these have no training-set size, valid accuracy, steps, ...)
     for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
         png = path.parent / name
         assert png.is_file() and png.stat().st_size > 10_000, name
