@@ -213,7 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
-    rows = sweep(args.sweep_file, dry_run=args.dry_run)
+    rows = sweep(args.sweep_file, dry_run=args.dry_run, report_to=args.report)
     print(f"{len(rows)} result rows")
     return 0
 
@@ -372,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("sweep_file")
     p.add_argument("--dry-run", action="store_true", help="list the runs to do; train nothing")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write the report (as `stepdistill report`) into DIR again after every recorded run",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser(

@@ -186,11 +186,15 @@ def remove_unstarted(folders: list[Path]) -> list[Path]:
     return removed
 
 
-def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
+def sweep(
+    path: str | Path, dry_run: bool = False, report_to: str | Path | None = None
+) -> list[dict[str, Any]]:
     """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows.
 
     A run killed mid-training continues from its checkpoint; a run whose training
-    finished but whose row was not written yet is recorded from its metrics."""
+    finished but whose row was not written yet is recorded from its metrics. With
+    ``report_to``, the report is written there again after every row, so a sweep that
+    runs for days has a current report whenever it is stopped."""
     from .run import teacher_accuracy
     from .train import train
 
@@ -248,4 +252,8 @@ def sweep(path: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
         # under a multi-process launch every process trains; one writes the row
         if launch_rank() == 0:
             append_result(results_path, row)
+            if report_to is not None:
+                from .report import report  # report reads results through this module
+
+                report(results_path, report_to)
     return read_results(results_path)

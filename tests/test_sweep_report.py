@@ -115,6 +115,22 @@ def test_a_run_another_sweep_finished_meanwhile_is_recorded_once(tmp_path, monke
     assert [r["test_accuracy"] for r in rows] == [0.25]  # the first to finish keeps its row
 
 
+def test_sweep_writes_its_report_again_after_every_run(tmp_path, monkeypatch):
+    from stepdistill.cli import main
+
+    path = write_sweep(tmp_path, {"seed": [0, 1]})
+    page = tmp_path / "report" / "report.md"
+    listed = []  # runs in the report's every-run table when each training starts
+
+    def fake_train(config):
+        listed.append(page.read_text().count("| svamp-dss-") if page.exists() else 0)
+        return dict(FAKE_METRICS)
+
+    without_training(monkeypatch, fake_train)
+    assert main(["sweep", str(path), "--report", str(page.parent)]) == 0
+    assert listed == [0, 1] and "(2 runs)" in page.read_text()
+
+
 def test_report_counts_a_run_recorded_twice_once(tmp_path):
     results = tmp_path / "results.jsonl"
     row = {"task": "svamp", "mode": "dss", "train_fraction": 1.0, "seed": 0}
