@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
-# Issue 7: every run of the paper-scale experiments, in priority order, then the reports.
-# Resumable: each sweep skips runs already in its results file, so after a kill (or at
-# the start of a new session) run this again. Long (hours on 2 CPU cores): run it as
+# Issue 7: every run of the paper-scale experiments, in priority order, each sweep
+# rewriting its task's report after every run. Resumable: each sweep skips runs already
+# in its results file, so after a kill (or at the start of a new session) run this
+# again. Long (hours on 2 CPU cores): run it as
 #   nohup benchmarks/paper/run.sh > benchmarks/paper/run.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
 bin=.venv/bin
 for sweep in svamp-ablation svamp-curve svamp-unlabeled cqa-ablation cqa-unlabeled; do
-    "$bin/stepdistill" sweep "benchmarks/paper/$sweep.yaml"
-    for task in svamp cqa; do
-        if [ -f "benchmarks/paper/$task/results.jsonl" ]; then
-            "$bin/stepdistill" report "benchmarks/paper/$task/results.jsonl" --output "benchmarks/paper/$task/report"
-        fi
-    done
+    task=${sweep%%-*} # svamp-… and cqa-… sweeps write to benchmarks/paper/svamp and …/cqa
+    "$bin/stepdistill" sweep "benchmarks/paper/$sweep.yaml" --report "benchmarks/paper/$task/report"
 done
