@@ -90,6 +90,17 @@ def tiny_seq2seq(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_student(tiny_causal, tmp_path_factory):
+    """A Student over a run folder named ``run`` that holds the tiny causal model (the
+    serve tests' model; each test module's server uses it in turn)."""
+    from tiny_run import make_run
+
+    from stepdistill.student import Student
+
+    return Student.load(make_run(tiny_causal, tmp_path_factory.mktemp("student") / "run"))
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA / "dss").is_dir():
         pytest.skip(f"benchmark data not found at {DATA}")

@@ -14,10 +14,8 @@ import time
 import httpx
 import pytest
 from serve_helpers import running_server
-from tiny_run import make_run
 
 from stepdistill.serve import ServeSettings
-from stepdistill.student import Student
 
 KEY = "reliability-key"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -25,21 +23,16 @@ INPUTS = [f"premise: item {i}\nhypothesis: {'y' * (i % 7)}" for i in range(20)]
 
 
 @pytest.fixture(scope="module")
-def student(tiny_causal, tmp_path_factory):
-    return Student.load(make_run(tiny_causal, tmp_path_factory.mktemp("serve-rel") / "run"))
+def expected(tiny_student):
+    return {text: p.as_dict() for text, p in zip(INPUTS, tiny_student.predict(INPUTS), strict=True)}
 
 
 @pytest.fixture(scope="module")
-def expected(student):
-    return {text: p.as_dict() for text, p in zip(INPUTS, student.predict(INPUTS), strict=True)}
-
-
-@pytest.fixture(scope="module")
-def server(student, expected):
+def server(tiny_student, expected):
     settings = ServeSettings(
         api_key=KEY, max_body_bytes=20_000, max_input_chars=2_000, max_inputs=8, batch_wait_ms=10
     )
-    with running_server(student, settings) as live:
+    with running_server(tiny_student, settings) as live:
         yield live
 
 

@@ -9,7 +9,6 @@ import threading
 import httpx
 import pytest
 from serve_helpers import running_server
-from tiny_run import make_run
 
 from stepdistill.serve import ServeSettings
 from stepdistill.student import Student
@@ -20,25 +19,20 @@ INPUTS = [f"premise: item {i}\nhypothesis: {'x' * i}" for i in range(12)]
 
 
 @pytest.fixture(scope="module")
-def student(tiny_causal, tmp_path_factory):
-    return Student.load(make_run(tiny_causal, tmp_path_factory.mktemp("serve") / "run"))
-
-
-@pytest.fixture(scope="module")
-def expected(student):
+def expected(tiny_student):
     # Computed before any server runs: a Student is used by one thread at a time.
     return {
         text: p.as_dict()
-        for text, p in zip(INPUTS, student.predict(INPUTS, rationale=True), strict=True)
+        for text, p in zip(INPUTS, tiny_student.predict(INPUTS, rationale=True), strict=True)
     }
 
 
 @pytest.fixture(scope="module")
-def server(student, expected):
+def server(tiny_student, expected):
     settings = ServeSettings(
         api_key=KEY, max_body_bytes=20_000, max_input_chars=5_000, max_inputs=16, batch_wait_ms=30
     )
-    with running_server(student, settings) as live:
+    with running_server(tiny_student, settings) as live:
         yield live
 
 
@@ -255,8 +249,8 @@ def test_concurrent_clients_are_batched_and_all_answered_correctly(server, expec
     assert server.model_calls - calls_before < len(INPUTS)  # requests shared model calls
 
 
-def test_without_batching_each_request_is_one_call(student, expected):
-    with running_server(student, ServeSettings(dynamic_batching=False)) as live:
+def test_without_batching_each_request_is_one_call(tiny_student, expected):
+    with running_server(tiny_student, ServeSettings(dynamic_batching=False)) as live:
         results = [
             post(live.url, "/v1/predict", {"inputs": [text]}, headers={}).json()
             for text in INPUTS[:3]
@@ -287,10 +281,10 @@ def test_a_bare_model_folder_serves_plain_completions(tiny_seq2seq):
         assert too_many.status_code == 400 and "limit of 8" in too_many.json()["error"]["message"]
 
 
-def test_a_model_failure_is_a_json_500_and_the_server_lives_on(student):
+def test_a_model_failure_is_a_json_500_and_the_server_lives_on(tiny_student):
     class Broken:
         def __getattr__(self, name):
-            return getattr(student, name)
+            return getattr(tiny_student, name)
 
         def predict(self, inputs, rationale=False):
             raise RuntimeError("boom")
