@@ -186,6 +186,17 @@ def remove_unstarted(folders: list[Path]) -> list[Path]:
     return removed
 
 
+def write_report(results_path: Path, output: str | Path) -> None:
+    """The sweep's report so far; a failure to write it is printed, and the sweep goes on
+    (its rows are what counts, and ``stepdistill report`` can write the report later)."""
+    from .report import report  # imported here: report imports this module
+
+    try:
+        report(results_path, output)
+    except Exception as error:  # noqa: BLE001 - a plot must not stop days of training
+        print(f"report not written to {output}: {type(error).__name__}: {error}")
+
+
 def sweep(
     path: str | Path, dry_run: bool = False, report_to: str | Path | None = None
 ) -> list[dict[str, Any]]:
@@ -253,7 +264,5 @@ def sweep(
         if launch_rank() == 0:
             append_result(results_path, row)
             if report_to is not None:
-                from .report import report  # report reads results through this module
-
-                report(results_path, report_to)
+                write_report(results_path, report_to)
     return read_results(results_path)

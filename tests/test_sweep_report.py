@@ -131,6 +131,17 @@ def test_sweep_writes_its_report_again_after_every_run(tmp_path, monkeypatch):
     assert listed == [0, 1] and "(2 runs)" in page.read_text()
 
 
+def test_a_report_that_fails_does_not_stop_the_sweep(tmp_path, monkeypatch, capsys):
+    def broken_report(results, output):
+        raise OSError("disk full")
+
+    path = write_sweep(tmp_path, {"seed": [0, 1]})
+    without_training(monkeypatch, lambda config: dict(FAKE_METRICS))
+    monkeypatch.setattr("stepdistill.report.report", broken_report)
+    assert len(sweep(path, report_to=tmp_path / "report")) == 2  # both runs recorded
+    assert "report not written to" in capsys.readouterr().out
+
+
 def test_report_counts_a_run_recorded_twice_once(tmp_path):
     results = tmp_path / "results.jsonl"
     row = {"task": "svamp", "mode": "dss", "train_fraction": 1.0, "seed": 0}
