@@ -5,7 +5,8 @@ encoding), one seed per grid point (seeds differ in order, not size). Usage:
 
     python benchmarks/paper/tokens.py benchmarks/paper/*.yaml [--tokens-per-second 130]
 
-Evaluation (validation after each epoch, the test set once) is not included.
+Evaluation (validation after each epoch, the test set once) is not included. The last
+line sums the runs not yet in their sweep's results file: the training still to do.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def training_tokens(config) -> tuple[int, int]:
 
 
 def main() -> None:
-    from stepdistill.sweep import expand, load_sweep
+    from pathlib import Path
+
+    from stepdistill.sweep import expand, load_sweep, recorded_runs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+")
@@ -56,22 +59,31 @@ def main() -> None:
     args = parser.parse_args()
     print("| sweep | run (first seed) | examples | tokens / epoch | epochs | training hours |")
     print("|---|---|---:|---:|---:|---:|")
-    total = 0.0
+    total = left = 0.0
     for path in args.sweeps:
         spec = load_sweep(path)
         seeds = spec["grid"].get("seed") or [None]  # None: every run has the base's seed
-        for config in expand(spec):
+        configs = expand(spec)
+        done = recorded_runs(Path(spec["output_dir"]) / "results.jsonl")
+        for config in configs:
             if seeds[0] is not None and config.seed != seeds[0]:
                 continue
             examples, tokens = training_tokens(config)
             hours = tokens * config.epochs / args.tokens_per_second / 3600
             total += hours * len(seeds)
+            # the same grid point's other seeds: same size, so the same hours
+            stem = config.run_name.removesuffix(f"-s{config.seed}")
+            left += hours * sum(
+                c.run_name.removesuffix(f"-s{c.seed}") == stem and c.run_name not in done
+                for c in configs
+            )
             print(
                 f"| {spec.get('name', path)} | {config.run_name} | {examples} | {tokens} "
                 f"| {config.epochs:g} | {hours:.2f} (× {len(seeds)} seeds) |",
                 flush=True,
             )
     print(f"\nall seeds: {total:.1f} h of training at {args.tokens_per_second:g} tokens/s")
+    print(f"not yet in the results files: {left:.1f} h")
 
 
 if __name__ == "__main__":
