@@ -62,26 +62,21 @@ def main() -> None:
     total = left = 0.0
     for path in args.sweeps:
         spec = load_sweep(path)
-        seeds = spec["grid"].get("seed") or [None]  # None: every run has the base's seed
-        configs = expand(spec)
+        seeds = len(spec["grid"].get("seed") or [None])  # none listed: the base's one seed
         done = recorded_runs(Path(spec["output_dir"]) / "results.jsonl")
-        for config in configs:
-            if seeds[0] is not None and config.seed != seeds[0]:
-                continue
-            examples, tokens = training_tokens(config)
-            hours = tokens * config.epochs / args.tokens_per_second / 3600
-            total += hours * len(seeds)
-            # the same grid point's other seeds: same size, so the same hours
-            stem = config.run_name.removesuffix(f"-s{config.seed}")
-            left += hours * sum(
-                c.run_name.removesuffix(f"-s{c.seed}") == stem and c.run_name not in done
-                for c in configs
-            )
-            print(
-                f"| {spec.get('name', path)} | {config.run_name} | {examples} | {tokens} "
-                f"| {config.epochs:g} | {hours:.2f} (× {len(seeds)} seeds) |",
-                flush=True,
-            )
+        hours: dict[str, float] = {}  # per grid point; its seeds differ in order, not size
+        for config in expand(spec):
+            point = config.run_name.removesuffix(f"-s{config.seed}")
+            if point not in hours:  # the point's first seed: count its tokens once
+                examples, tokens = training_tokens(config)
+                hours[point] = tokens * config.epochs / args.tokens_per_second / 3600
+                print(
+                    f"| {spec.get('name', path)} | {config.run_name} | {examples} | {tokens} "
+                    f"| {config.epochs:g} | {hours[point]:.2f} (× {seeds} seeds) |",
+                    flush=True,
+                )
+            total += hours[point]
+            left += 0.0 if config.run_name in done else hours[point]
     print(f"\nall seeds: {total:.1f} h of training at {args.tokens_per_second:g} tokens/s")
     print(f"not yet in the results files: {left:.1f} h")
 
