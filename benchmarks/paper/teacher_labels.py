@@ -1,0 +1,60 @@
+"""How good the teacher's labels are on the training data of the unlabeled-setting runs
+(``label_source: teacher``, and ``distill``): for each such run of the given sweeps, its
+training subsample, how many examples have no teacher label (an unparseable teacher
+output: ``train`` skips them), and how many of the labels it does give disagree with the
+gold label. Builds each run's training set exactly as ``train`` does. Usage:
+
+    python benchmarks/paper/teacher_labels.py benchmarks/paper/*.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def label_counts(config) -> tuple[int, int, int, int]:
+    """(subsample size, without a teacher label, trained on, teacher label wrong)."""
+    from stepdistill.data import load_splits
+    from stepdistill.metrics import is_correct
+    from stepdistill.tasks import load_task
+    from stepdistill.train import prepare_annotations, training_examples, training_pool
+
+    task = load_task(config.task)
+    pool = training_pool(config, load_splits(task, config.data_dir)["train"])
+    items, skipped = training_examples(config, pool, prepare_annotations(config, task), task)
+    wrong = sum(not is_correct(task, item.label, item.example.label) for item in items)
+    return len(pool), skipped["no_label"], len(items), wrong
+
+
+def main() -> None:
+    from stepdistill.sweep import expand, load_sweep
+    from stepdistill.train import uses_teacher_labels
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="+")
+    args = parser.parse_args()
+    print(
+        "| task | data | seed | subsample | no teacher label | trained on | teacher wrong "
+        "| teacher right, % of subsample |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    seen: set[tuple] = set()
+    for path in args.sweeps:
+        for config in expand(load_sweep(path)):
+            key = (config.task, config.train_fraction, config.train_limit, config.seed)
+            if not uses_teacher_labels(config) or key in seen:
+                continue  # modes sharing a subsample share its teacher labels
+            seen.add(key)
+            size, missing, kept, wrong = label_counts(config)
+            share = f"{config.train_fraction:.1%}".replace(".0%", "%")
+            if config.train_limit:
+                share += f" (≤ {config.train_limit})"
+            print(
+                f"| {config.task} | {share} | {config.seed} | {size} | {missing} | {kept} "
+                f"| {wrong} | {100 * (kept - wrong) / size:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
