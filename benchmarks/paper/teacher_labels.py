@@ -2,7 +2,8 @@
 (``label_source: teacher``, and ``distill``): for each such run of the given sweeps, its
 training subsample, how many examples have no teacher label (an unparseable teacher
 output: ``train`` skips them), and how many of the labels it does give disagree with the
-gold label. Builds each run's training set exactly as ``train`` does. Usage:
+gold label. Builds each run's training set exactly as ``train`` does, less any extra
+unlabeled inputs (``extra_annotations``: no gold label to check against). Usage:
 
     python benchmarks/paper/teacher_labels.py benchmarks/paper/*.yaml
 """
@@ -41,7 +42,8 @@ def main() -> None:
     seen: set[tuple] = set()
     for path in args.sweeps:
         for config in expand(load_sweep(path)):
-            key = (config.task, config.train_fraction, config.train_limit, config.seed)
+            key = (config.task, config.teacher, config.annotations, config.data_dir)
+            key += (config.train_fraction, config.train_limit, config.seed)
             if not uses_teacher_labels(config) or key in seen:
                 continue  # modes sharing a subsample share its teacher labels
             seen.add(key)
