@@ -2,8 +2,9 @@
 (``label_source: teacher``, and ``distill``): for each such run of the given sweeps, its
 training subsample, how many examples have no teacher label (an unparseable teacher
 output: ``train`` skips them), and how many of the labels it does give disagree with the
-gold label. Builds each run's training set exactly as ``train`` does, less any extra
-unlabeled inputs (``extra_annotations``: no gold label to check against). Usage:
+gold label. Builds each run's training set as ``tokens.py`` does, exactly as ``train``
+does less any extra unlabeled inputs (``extra_annotations``: no gold label to check
+against). Usage:
 
     python benchmarks/paper/teacher_labels.py benchmarks/paper/*.yaml
 """
@@ -15,14 +16,11 @@ import argparse
 
 def label_counts(config) -> tuple[int, int, int, int]:
     """(subsample size, without a teacher label, trained on, teacher label wrong)."""
-    from stepdistill.data import load_splits
-    from stepdistill.metrics import is_correct
-    from stepdistill.tasks import load_task
-    from stepdistill.train import prepare_annotations, training_examples, training_pool
+    from tokens import training_set  # the sibling script: the training set as train builds it
 
-    task = load_task(config.task)
-    pool = training_pool(config, load_splits(task, config.data_dir)["train"])
-    items, skipped = training_examples(config, pool, prepare_annotations(config, task), task)
+    from stepdistill.metrics import is_correct
+
+    task, pool, items, skipped = training_set(config)
     wrong = sum(not is_correct(task, item.label, item.example.label) for item in items)
     return len(pool), skipped["no_label"], len(items), wrong
 

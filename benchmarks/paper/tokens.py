@@ -22,21 +22,24 @@ def tokenizer_of(student: str):
     return load_student(student)[1]  # the tokenizer exactly as training sets it up
 
 
-def training_tokens(config) -> tuple[int, int]:
-    """(examples, prompt + target tokens in one epoch) of the run ``config`` describes."""
+def training_set(config):
+    """(task, subsample, training examples, skip counts) of the run ``config`` describes,
+    built by the functions ``train`` uses (less any extra unlabeled inputs)."""
     from stepdistill.data import load_splits
     from stepdistill.tasks import load_task
-    from stepdistill.train import (
-        encode_example,
-        prepare_annotations,
-        row_length,
-        training_examples,
-        training_pool,
-    )
+    from stepdistill.train import prepare_annotations, training_examples, training_pool
 
     task = load_task(config.task)
     pool = training_pool(config, load_splits(task, config.data_dir)["train"])
-    items, _ = training_examples(config, pool, prepare_annotations(config, task), task)
+    items, skipped = training_examples(config, pool, prepare_annotations(config, task), task)
+    return task, pool, items, skipped
+
+
+def training_tokens(config) -> tuple[int, int]:
+    """(examples, prompt + target tokens in one epoch) of the run ``config`` describes."""
+    from stepdistill.train import encode_example, row_length
+
+    items = training_set(config)[2]
     tokenizer = tokenizer_of(config.student)
     encoded = [encode_example(tokenizer, config, item, False) for item in items]
     return len(items), sum(row_length(row, False) for rows in encoded for row in rows)
