@@ -1,0 +1,140 @@
+"""The paper benchmark's helper scripts (benchmarks/paper/): teacher_labels.py counts the
+teacher's missing and wrong labels in a run's training subsample; tokens.py counts a run's
+training tokens and the hours still to train."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+from stepdistill.config import make_config
+
+
+@pytest.fixture
+def scripts(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks" / "paper"))
+
+
+def svamp_config(annotations, data_dir, **overrides):
+    values = {
+        "task": "svamp",
+        "mode": "distill",
+        "annotations": str(annotations),
+        "data_dir": str(data_dir),
+        "train_fraction": 0.5,
+        "seed": 1,
+    }
+    return make_config(values | overrides)
+
+
+def test_teacher_label_counts_agree_with_the_annotation_file(scripts, annotations, data_dir):
+    from teacher_labels import label_counts
+
+    from stepdistill.data import load_splits
+    from stepdistill.tasks import load_task
+    from stepdistill.train import training_pool
+
+    config = svamp_config(annotations, data_dir)
+    size, missing, kept, wrong = label_counts(config)
+    # Counted apart: the subsample's ids looked up in the teacher's annotation file,
+    # whose rows say themselves whether the teacher gave a label and whether it was right.
+    pool = training_pool(config, load_splits(load_task("svamp"), data_dir)["train"])
+    path = annotations / "train.jsonl"
+    rows = {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+    chosen = [rows[example.id] for example in pool]
+    expect_missing = sum(row["teacher_label"] is None for row in chosen)
+    expect_wrong = sum(
+        row["teacher_label"] is not None and not row["teacher_correct"] for row in chosen
+    )
+    assert size == len(pool) == 360
+    assert (missing, kept, wrong) == (expect_missing, size - expect_missing, expect_wrong)
+    assert 0 < missing < wrong < kept  # PaLM misses a few and gets about a quarter wrong
+
+
+def test_teacher_labels_count_each_subsample_once(
+    scripts, annotations, data_dir, tmp_path, capsys, monkeypatch
+):
+    import teacher_labels
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        json.dumps(
+            {
+                "name": "t",
+                "output_dir": str(tmp_path / "out"),
+                "base": {
+                    "task": "svamp",
+                    "annotations": str(annotations),
+                    "data_dir": str(data_dir),
+                    "train_fraction": 0.25,
+                    "label_source": "teacher",
+                },
+                "grid": {"seed": [0, 1], "mode": ["dss", "distill", "standard"]},
+            }
+        )
+    )
+    monkeypatch.setattr("sys.argv", ["teacher_labels.py", str(sweep)])
+    teacher_labels.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| svamp")]
+    # dss and distill share each seed's subsample and its labels; standard uses gold labels
+    assert [row.split("|")[3].strip() for row in rows] == ["0", "1"]
+    assert all(row.split("|")[4].strip() == "180" for row in rows)
+
+
+def test_training_tokens_count_the_rationale_rows_too(scripts, tiny_causal, annotations, data_dir):
+    from tokens import training_tokens
+
+    counts = {
+        mode: training_tokens(
+            svamp_config(annotations, data_dir, mode=mode, student=str(tiny_causal), train_limit=8)
+        )
+        for mode in ("standard", "dss")
+    }
+    assert counts["standard"][0] == counts["dss"][0] == 8
+    # dss trains each example twice: the [label] row and the longer [rationale] row
+    assert counts["dss"][1] > 2 * counts["standard"][1] > 0
+
+
+def test_tokens_leave_out_the_runs_already_recorded(
+    scripts, tiny_causal, annotations, data_dir, tmp_path, capsys, monkeypatch
+):
+    import tokens
+
+    output = tmp_path / "out"
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        json.dumps(
+            {
+                "name": "t",
+                "output_dir": str(output),
+                "base": {
+                    "task": "svamp",
+                    "student": str(tiny_causal),
+                    "annotations": str(annotations),
+                    "data_dir": str(data_dir),
+                    "train_limit": 8,
+                },
+                "grid": {"seed": [0, 1], "mode": ["standard"]},
+            }
+        )
+    )
+
+    def hours_left(argv):
+        monkeypatch.setattr("sys.argv", ["tokens.py", str(sweep), *argv])
+        tokens.main()
+        lines = capsys.readouterr().out.splitlines()
+        table = [line for line in lines if line.startswith("| t |")]
+        total = float(lines[-2].split()[2])
+        left = float(lines[-1].split(": ")[1].split()[0])
+        return table, total, left
+
+    table, total, left = hours_left(["--tokens-per-second", "0.01"])
+    assert len(table) == 1 and "(× 2 seeds)" in table[0]  # one line per grid point
+    assert total == left > 0
+    output.mkdir()
+    run_id = table[0].split("|")[2].strip().replace("-s0", "-s1")
+    (output / "results.jsonl").write_text(json.dumps({"run_id": run_id}) + "\n")
+    _, total_after, left_after = hours_left(["--tokens-per-second", "0.01"])
+    assert total_after == total and left_after == pytest.approx(total / 2, abs=0.1)
