@@ -134,7 +134,7 @@ def test_tokens_leave_out_the_runs_already_recorded(
     assert len(table) == 1 and "(× 2 seeds)" in table[0]  # one line per grid point
     assert total == left > 0
     output.mkdir()
-    run_id = table[0].split("|")[2].strip().replace("-s0", "-s1")
+    run_id = table[0].split("|")[2].strip().removesuffix("-s0") + "-s1"
     (output / "results.jsonl").write_text(json.dumps({"run_id": run_id}) + "\n")
     _, total_after, left_after = hours_left(["--tokens-per-second", "0.01"])
     assert total_after == total and left_after == pytest.approx(total / 2, abs=0.1)
