@@ -8,6 +8,7 @@ import json
 
 import pytest
 from conftest import REPO
+from tiny_run import write_sweep
 
 from stepdistill.config import make_config
 
@@ -58,22 +59,16 @@ def test_teacher_labels_count_each_subsample_once(
 ):
     import teacher_labels
 
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        json.dumps(
-            {
-                "name": "t",
-                "output_dir": str(tmp_path / "out"),
-                "base": {
-                    "task": "svamp",
-                    "annotations": str(annotations),
-                    "data_dir": str(data_dir),
-                    "train_fraction": 0.25,
-                    "label_source": "teacher",
-                },
-                "grid": {"seed": [0, 1], "mode": ["dss", "distill", "standard"]},
-            }
-        )
+    sweep = write_sweep(
+        tmp_path,
+        {"seed": [0, 1], "mode": ["dss", "distill", "standard"]},
+        {
+            "task": "svamp",
+            "annotations": str(annotations),
+            "data_dir": str(data_dir),
+            "train_fraction": 0.25,
+            "label_source": "teacher",
+        },
     )
     monkeypatch.setattr("sys.argv", ["teacher_labels.py", str(sweep)])
     teacher_labels.main()
@@ -102,27 +97,21 @@ def test_tokens_leave_out_the_runs_already_recorded(
 ):
     import tokens
 
-    output = tmp_path / "out"
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        json.dumps(
-            {
-                "name": "t",
-                "output_dir": str(output),
-                "base": {
-                    "task": "svamp",
-                    "student": str(tiny_causal),
-                    "annotations": str(annotations),
-                    "data_dir": str(data_dir),
-                    "train_limit": 8,
-                },
-                "grid": {"seed": [0, 1], "mode": ["standard"]},
-            }
-        )
+    sweep = write_sweep(
+        tmp_path,
+        {"seed": [0, 1], "mode": ["standard"]},
+        {
+            "task": "svamp",
+            "student": str(tiny_causal),
+            "annotations": str(annotations),
+            "data_dir": str(data_dir),
+            "train_limit": 8,
+        },
     )
+    output = tmp_path / "out"  # the sweep's output_dir
 
-    def hours_left(argv):
-        monkeypatch.setattr("sys.argv", ["tokens.py", str(sweep), *argv])
+    def hours_left():
+        monkeypatch.setattr("sys.argv", ["tokens.py", str(sweep), "--tokens-per-second", "0.01"])
         tokens.main()
         lines = capsys.readouterr().out.splitlines()
         table = [line for line in lines if line.startswith("| t |")]
@@ -130,11 +119,11 @@ def test_tokens_leave_out_the_runs_already_recorded(
         left = float(lines[-1].split(": ")[1].split()[0])
         return table, total, left
 
-    table, total, left = hours_left(["--tokens-per-second", "0.01"])
+    table, total, left = hours_left()
     assert len(table) == 1 and "(× 2 seeds)" in table[0]  # one line per grid point
     assert total == left > 0
     output.mkdir()
     run_id = table[0].split("|")[2].strip().removesuffix("-s0") + "-s1"
     (output / "results.jsonl").write_text(json.dumps({"run_id": run_id}) + "\n")
-    _, total_after, left_after = hours_left(["--tokens-per-second", "0.01"])
+    _, total_after, left_after = hours_left()
     assert total_after == total and left_after == pytest.approx(total / 2, abs=0.1)

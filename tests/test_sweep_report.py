@@ -1,9 +1,9 @@
 """Sweep expansion, skip / resume, and the report from a synthetic results file."""
 
-import json
 import shutil
 
 import pytest
+from tiny_run import write_sweep
 
 from stepdistill.config import ConfigError
 from stepdistill.report import aggregate, mean_se, report
@@ -26,13 +26,6 @@ def without_training(monkeypatch, fake_train):
     """A sweep calls ``fake_train`` instead of training, and the teacher's accuracy is fixed."""
     monkeypatch.setattr("stepdistill.train.train", fake_train)
     monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
-
-
-def write_sweep(tmp_path, grid, base=None):
-    path = tmp_path / "sweep.yaml"
-    spec = {"name": "t", "output_dir": str(tmp_path / "out"), "base": base or {}, "grid": grid}
-    path.write_text(json.dumps(spec))  # JSON is YAML
-    return path
 
 
 def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):

@@ -1,8 +1,9 @@
-"""Tiny runs: the `stepdistill train` arguments for a tiny student, and a run folder
-around a tiny model for the deployment tests (student API, predict, serve)."""
+"""Tiny runs: the `stepdistill train` arguments for a tiny student, a run folder around
+a tiny model for the deployment tests (student API, predict, serve), and a sweep file."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -65,3 +66,11 @@ def make_run(model_dir: Path, folder: Path, mode: str = "dss") -> Path:
     )
     save_run_files(folder, config, task_from_dict(TASK))
     return folder
+
+
+def write_sweep(tmp_path: Path, grid: dict, base: dict | None = None) -> Path:
+    """A sweep file in ``tmp_path`` whose runs go to ``tmp_path / "out"``."""
+    path = tmp_path / "sweep.yaml"
+    spec = {"name": "t", "output_dir": str(tmp_path / "out"), "base": base or {}, "grid": grid}
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
