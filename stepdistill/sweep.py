@@ -207,7 +207,7 @@ def sweep(
     ``report_to``, the report is written there again after every row, so a sweep that
     runs for days has a current report whenever it is stopped."""
     from .run import teacher_accuracy
-    from .train import train
+    from .train import train, uses_teacher_labels
 
     spec = load_sweep(path)
     results_path = Path(spec["output_dir"]) / "results.jsonl"
@@ -244,6 +244,9 @@ def sweep(
         row = {
             "run_id": config.run_name,
             **{key: getattr(config, key) for key in RESULT_FIELDS},
+            # the labels it trained on (distill always takes the teacher's, whatever the
+            # config's label_source, which only dss / single read)
+            "label_source": "teacher" if uses_teacher_labels(config) else "gold",
             "task": metrics["task"],
             "test_accuracy": metrics["test_accuracy"],
             "valid_accuracy": metrics["valid_accuracy"],

@@ -74,6 +74,18 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
     assert trained == []
 
 
+def test_a_row_records_the_labels_its_run_trained_on(tmp_path, monkeypatch):
+    path = write_sweep(tmp_path, {"mode": ["standard", "distill", "dss"]}, {"label_source": "gold"})
+    without_training(monkeypatch, lambda config: dict(FAKE_METRICS))
+    # distill trains on the teacher's labels whatever label_source says (only dss and
+    # single read it), and its row says so
+    assert {r["mode"]: r["label_source"] for r in sweep(path)} == {
+        "standard": "gold",
+        "distill": "teacher",
+        "dss": "gold",
+    }
+
+
 def test_a_run_another_sweep_recorded_meanwhile_is_not_trained_again(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, {"seed": [0, 1]})
     results = tmp_path / "out" / "results.jsonl"
