@@ -73,9 +73,16 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], d
 
 PRECISION = {True: "bf16", False: "fp32"}
 
-COMPARISONS = (("dss", "standard"), ("dss", "single"), ("dss-teacher", "distill"))
+COMPARISONS = (
+    ("dss", "standard"),
+    ("dss", "single"),
+    ("dss-teacher", "distill"),
+    ("distill", "standard"),
+    ("dss-teacher", "dss"),
+)
 """The paper's claims as pairs: DSS against standard fine-tuning, against single-task
-training, and (teacher labels only) against standard distillation."""
+training, and (teacher labels only) against standard distillation; then what training on
+the teacher's labels instead of gold ones costs standard training and DSS."""
 
 
 def paired_differences(

@@ -218,6 +218,11 @@ def test_report_tables_and_plots(tmp_path):
         "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |"
         in text
     )
+    # what the teacher's labels cost: distill (38 + ...) − standard (40 + ...) = −2 everywhere
+    assert (
+        "| standard distillation (teacher labels) − standard fine-tuning (gold) | 100% | -2.0 ± 0.0 | 0 of 3 |"
+        in text
+    )
     # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
     assert (
         "Standard fine-tuning on 100% of the data: 51.0%. Distilling step-by-step matches or beats that mean with 50% of the data."
