@@ -1,0 +1,170 @@
+"""Pinned behaviour: the exact per-step losses of every mode, and the test predictions, of
+tiny runs through the public ``train()`` (data selection, encoding, packing, the loss,
+the optimizer, validation, test). A refactor must leave every figure unchanged.
+
+The pinned figures live in ``tests/pinned.json``. They were written by this file's
+``--write`` (``python tests/test_pinned.py --write``) from the code as it was before the
+architecture refactor (issue 26); rewrite them only for a change that is meant to alter
+training, and say so in the commit.
+
+fp32 on one thread: the figures do not depend on the machine's bf16 support or on how
+many cores split a reduction.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PINNED = Path(__file__).with_name("pinned.json")
+
+TASK_YAML = """\
+name: tiny-math
+files: {train: train.jsonl, test: test.jsonl}
+validation: {from: train, fraction: 0.25, seed: 0}
+id_field: id
+label_field: label
+normalize: equation
+metric: equation
+max_label_tokens: 8
+"""
+
+# name -> (mode, extra config, student kind)
+CASES: dict[str, tuple[str, dict[str, object], str]] = {
+    "standard": ("standard", {}, "causal"),
+    "distill": ("distill", {}, "causal"),
+    "dss": ("dss", {}, "causal"),
+    "dss-teacher-labels": ("dss", {"label_source": "teacher", "rationale_weight": 0.5}, "causal"),
+    "single": ("single", {}, "causal"),
+    "rationale-input": ("rationale-input", {}, "causal"),
+    "dss-unpacked": ("dss", {"pack_length": 0, "micro_batch_tokens": 200}, "causal"),
+    "dss-seq2seq": ("dss", {}, "seq2seq"),
+}
+
+
+def write_task(folder: Path) -> Path:
+    """A tiny arithmetic task with its own files and a rationale dataset beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(24):
+        a, b = 3 + i, 2 + i % 5
+        rows.append(
+            {
+                "id": f"q{i}",
+                "input": f"Luke scored {a} points and {b} more. How many points?",
+                "label": f"( {a} + {b} )",
+            }
+        )
+    train, test = rows[:16], rows[16:]
+    for name, split in (("train", train), ("test", test)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split))
+    (folder / "task.yaml").write_text(TASK_YAML)
+    notes = folder / "annotations"
+    notes.mkdir(exist_ok=True)
+    annotation_rows = []
+    for i, row in enumerate(rows):
+        wrong = i % 4 == 1  # the teacher errs on a quarter: distill differs from standard
+        a, b = 3 + i, 2 + i % 5
+        label = f"( {a} - {b} )" if wrong else row["label"]
+        annotation_rows.append(
+            {
+                "id": row["id"],
+                "input": row["input"],
+                "gold_label": row["label"],
+                "teacher_label": label,
+                "rationale": f"He had {a} points. Then {b} more. {a} + {b} = {a + b}."
+                * (1 + i % 2),
+                "parse_status": "ok",
+                "teacher_correct": not wrong,
+            }
+        )
+    for split in ("train", "valid", "test"):
+        (notes / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in annotation_rows)
+        )
+    return folder / "task.yaml"
+
+
+def run_case(name: str, students: dict[str, Path], folder: Path) -> dict[str, object]:
+    from stepdistill.config import make_config
+    from stepdistill.io import read_jsonl
+    from stepdistill.train import train
+
+    mode, extra, kind = CASES[name]
+    task = write_task(folder / "task")
+    config = make_config(
+        {
+            "task": str(task),
+            "mode": mode,
+            "student": str(students[kind]),
+            "annotations": str(folder / "task" / "annotations"),
+            "batch_size": 4,
+            "max_steps": 6,
+            "learning_rate": 3e-3,
+            "max_rationale_tokens": 24,
+            "eval_batch_size": 4,
+            "bf16": False,
+            "threads": 1,
+            "seed": 3,
+            "output_dir": str(folder / "runs"),
+            "run_name": name,
+            **extra,
+        }
+    )
+    metrics = train(config, quiet=True)
+    run = Path(metrics["run_dir"])
+    return {
+        "losses": [
+            [row["loss"], row["label_loss"], row["rationale_loss"]]
+            for row in read_jsonl(run / "train_log.jsonl")
+        ],
+        "valid_history": [h["valid_accuracy"] for h in metrics["valid_history"]],
+        "test_accuracy": metrics["test_accuracy"],
+        "predictions": [[r["id"], r["raw"]] for r in read_jsonl(run / "predictions/test.jsonl")],
+    }
+
+
+def students(folder: Path) -> dict[str, Path]:
+    from conftest import save_tiny
+    from tiny_run import scramble
+
+    made = {kind: save_tiny(kind, folder / kind) for kind in ("causal", "seq2seq")}
+    scramble(made["causal"])  # answers that differ from input to input
+    return made
+
+
+@pytest.fixture(scope="module")
+def pinned_students(tmp_path_factory) -> dict[str, Path]:
+    return students(tmp_path_factory.mktemp("pinned-students"))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_mode_trains_exactly_as_pinned(name, pinned_students, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        got = run_case(name, pinned_students, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    expected = json.loads(PINNED.read_text())[name]
+    assert got["losses"] == expected["losses"]
+    assert got["valid_history"] == expected["valid_history"]
+    assert got["test_accuracy"] == expected["test_accuracy"]
+    assert got["predictions"] == expected["predictions"]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    import os
+    import tempfile
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(Path(__file__).parent))
+    with tempfile.TemporaryDirectory() as tmp:
+        made = students(Path(tmp) / "students")
+        figures = {name: run_case(name, made, Path(tmp) / name) for name in CASES}
+    PINNED.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"wrote {PINNED}")
