@@ -90,9 +90,9 @@ def load(
 ) -> tuple[Any, list[Any], str]:
     """(student, test examples, description) for one task."""
     from stepdistill.data import load_splits
+    from stepdistill.models import load_student
     from stepdistill.run_folder import load_run
     from stepdistill.student import Student
-    from stepdistill.students import load_student
     from stepdistill.tasks import load_task
 
     if run_dir is not None:

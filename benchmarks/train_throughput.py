@@ -39,12 +39,13 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
 
 def batches(student: str, steps: int, batch_size: int) -> tuple[list[list[Any]], int]:
     """The same dss examples, in the same order, for both trainers."""
-    from stepdistill.annotate import annotate, load_annotations
+    from stepdistill.annotate import annotate
+    from stepdistill.annotations import load_annotations
     from stepdistill.config import make_config
     from stepdistill.data import load_splits
-    from stepdistill.students import load_student
+    from stepdistill.models import load_student
     from stepdistill.tasks import load_task
-    from stepdistill.train import encode_example, training_examples
+    from stepdistill.training_data import encode_example, training_examples
 
     task = load_task("svamp")
     annotations_dir = "annotations/svamp-palm-replay"
@@ -68,9 +69,9 @@ def run_reference(student: str, steps: int, batch_size: int, queue: Any) -> None
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from stepdistill.encode import LABEL, RATIONALE
-    from stepdistill.students import load_student
-    from stepdistill.train import IGNORE, collate
+    from stepdistill.models import load_student
+    from stepdistill.modes import LABEL, RATIONALE
+    from stepdistill.packing import IGNORE, collate
 
     step_batches, pad = batches(student, steps, batch_size)
     model, _ = load_student(student)
@@ -150,8 +151,10 @@ def run_stepdistill(student: str, steps: int, batch_size: int, queue: Any) -> No
     import torch
 
     from stepdistill.config import TrainConfig
-    from stepdistill.students import load_student
-    from stepdistill.train import MasterWeights, collate, micro_batches, step_loss
+    from stepdistill.master_weights import MasterWeights
+    from stepdistill.models import load_student
+    from stepdistill.packing import collate, micro_batches
+    from stepdistill.train import step_loss
 
     step_batches, pad = batches(student, steps, batch_size)
     model, _ = load_student(student)

@@ -27,18 +27,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .annotations import default_folder, rationale_row
 from .cost import Budget, count_tokens, load_prices, price_of
 from .data import Example, load_splits
-from .io import read_jsonl, write_json, write_jsonl
-from .metrics import is_correct
-from .parse import OK, example_choices, parse_continuation
+from .io import write_json, write_jsonl
+from .parse import OK
 from .prompts import build_prompt, render_answer
 from .tasks import Task, load_task
-from .teachers import Completion, Request, Teacher, load_teacher
+from .teachers import Request, Teacher, load_teacher
 from .teachers.store import CachingTeacher, Store
-
-# Backends whose answers are already stored somewhere: no store of their own.
-STORED_BACKENDS = ("replay", "store")
 
 
 def annotate(
@@ -70,16 +67,16 @@ def annotate(
     ``<output>/store.sqlite`` on live backends.
     """
     task = task if isinstance(task, Task) else load_task(task)
-    teacher_name = teacher if isinstance(teacher, str) else getattr(teacher, "name", "teacher")
-    output = Path(output) if output else Path("annotations") / f"{task.name}-{teacher_name}"
+    teacher_name = teacher if isinstance(teacher, str) else teacher.name
+    output = Path(output) if output else default_folder(task, teacher_name)
     backend = (
         teacher
         if not isinstance(teacher, str)
-        else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
+        else load_teacher(teacher, task, data=data, **(teacher_options or {}))
     )
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    if samples > 1 and float(getattr(backend, "temperature", 1.0)) == 0.0:
+    if samples > 1 and backend.temperature == 0.0:
         raise ValueError(
             "several samples per example need a temperature above 0 (they would all be the same)"
         )
@@ -92,13 +89,11 @@ def annotate(
     requests = {split: make_requests(task, rows, samples) for split, rows in chosen.items()}
 
     cache: Store | None = None
-    if store is not False and (
-        store is not None or getattr(backend, "name", "") not in STORED_BACKENDS
-    ):
+    if store is not False and (store is not None or not backend.stored):
         cache = Store(Path(store) if isinstance(store, str | Path) else output / "store.sqlite")
         backend = CachingTeacher(backend, cache)
     price_table = prices if isinstance(prices, dict) else load_prices(prices)
-    model = getattr(backend, "identity", {}).get("model")
+    model = (backend.identity or {}).get("model")
     try:
         if estimate:
             return estimate_cost(task, backend, requests, price_table, model)
@@ -133,7 +128,7 @@ def annotate(
             write_jsonl(output / f"{split}.jsonl", rows)
             summary["splits"][split] = split_summary
         summary["usage"] = budget.as_dict()
-        retries = getattr(getattr(backend, "backend", backend), "retries", None)
+        retries = backend.retries
         if retries is not None:
             summary["retries"] = retries  # attempts repeated after a 429, 5xx, timeout ...
         if isinstance(backend, CachingTeacher):
@@ -162,15 +157,6 @@ def annotate(
             cache.close()
 
 
-def _options(
-    teacher: str, data: str | Path | None, options: dict[str, Any] | None
-) -> dict[str, Any]:
-    options = dict(options or {})
-    if teacher.endswith("replay"):
-        options.setdefault("data", data)
-    return options
-
-
 def make_requests(task: Task, examples: list[Example], samples: int = 1) -> list[Request]:
     """One request per example and sample, in the split's order."""
     requests: list[Request] = []
@@ -180,30 +166,9 @@ def make_requests(task: Task, examples: list[Example], samples: int = 1) -> list
     return requests
 
 
-def rationale_row(task: Task, completion: Completion, with_sample: bool = False) -> dict[str, Any]:
-    """One row of the rationale dataset from one completion."""
-    example = completion.request.example
-    parsed = parse_continuation(completion.text, task, example_choices(task, example.record))
-    return {
-        "id": example.id,
-        "split": example.split,
-        **({"sample": completion.request.sample} if with_sample else {}),
-        "input": example.input,
-        "gold_label": example.label,
-        "teacher_label": parsed.label,
-        "rationale": parsed.rationale,
-        "parse_status": parsed.status if completion.error is None else "error",
-        "teacher_correct": None
-        if example.label is None
-        else is_correct(task, parsed.label, example.label),
-        "raw": completion.text,
-        **({"error": completion.error} if completion.error else {}),
-    }
-
-
 def annotate_requests(
     task: Task,
-    backend: Any,
+    backend: Teacher,
     requests: list[Request],
     budget: Budget | None = None,
     desc: str = "annotate",
@@ -233,18 +198,21 @@ def annotate_requests(
             close()  # stops a backend still asking (everything answered is stored)
     # Answers that were in flight when the budget stopped the run: stored and paid
     # for, so they are counted and written too.
-    for completion in getattr(backend, "late", [])[:]:
+    for completion in backend.take_late():
         request = completion.request
         by_key[(request.example.id, request.sample)] = rationale_row(task, completion, with_sample)
         if budget is not None and not completion.cached:
             budget.add(completion.usage)
-    getattr(backend, "late", []).clear()
     # Keep the split's order whatever order the backend answered in.
     return [by_key[key] for key in ((r.example.id, r.sample) for r in requests) if key in by_key]
 
 
 def annotate_examples(
-    task: Task, backend: Any, examples: list[Example], desc: str = "annotate", quiet: bool = False
+    task: Task,
+    backend: Teacher,
+    examples: list[Example],
+    desc: str = "annotate",
+    quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """One rationale row per example (kept for callers of the first version)."""
     return annotate_requests(task, backend, make_requests(task, examples), desc=desc, quiet=quiet)
@@ -280,7 +248,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def estimate_cost(
     task: Task,
-    backend: Any,
+    backend: Teacher,
     requests: dict[str, list[Request]],
     prices: dict[str, dict[str, float]],
     model: str | None,
@@ -291,15 +259,14 @@ def estimate_cost(
     characters a token); completion tokens are expected to be as long as the task's
     demonstration answers, and at most the backend's ``max_tokens``.
     """
-    inner = getattr(backend, "backend", backend)
-    tokenizer = inner.tokenizer() if callable(getattr(inner, "tokenizer", None)) else None
+    tokenizer = backend.tokenizer()
     answers = [
         render_answer(task, str(d["rationale"]), str(d["label"])) for d in task.demonstrations
     ]
     typical = (
         int(sum(count_tokens(a, tokenizer) for a in answers) / len(answers)) if answers else 64
     )
-    ceiling = int(getattr(inner, "max_tokens", typical) or typical)
+    ceiling = int(backend.max_tokens or typical)
     typical = min(typical, ceiling)
     result: dict[str, Any] = {
         "task": task.name,
@@ -333,21 +300,3 @@ def estimate_cost(
         totals.update({k: v for k, v in entry.items()})
     result["total"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in totals.items()}
     return result
-
-
-def load_annotations(directory: str | Path, split: str) -> dict[str, dict[str, Any]]:
-    """id -> annotation row of one split of a rationale dataset (with several samples
-    per example, the first parsed one)."""
-    path = Path(directory) / f"{split}.jsonl"
-    rows: dict[str, dict[str, Any]] = {}
-    for row in read_jsonl(path):
-        held = rows.get(row["id"])
-        if held is None or (held.get("parse_status") != OK and row.get("parse_status") == OK):
-            rows[row["id"]] = row
-    return rows
-
-
-def load_annotation_samples(directory: str | Path, split: str) -> list[dict[str, Any]]:
-    """Every row of one split, several per example when samples were drawn: training
-    can use each as an extra (input, rationale) pair."""
-    return read_jsonl(Path(directory) / f"{split}.jsonl")

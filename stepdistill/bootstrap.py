@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from .annotate import _options
 from .data import load_splits
 from .io import atomic_write_text
 from .metrics import is_correct
@@ -61,7 +60,7 @@ def bootstrap_demos(
     backend = (
         teacher
         if not isinstance(teacher, str)
-        else load_teacher(teacher, task, **_options(teacher, data, teacher_options))
+        else load_teacher(teacher, task, data=data, **(teacher_options or {}))
     )
     examples = [
         example for example in load_splits(task, data).get(split, []) if example.label is not None

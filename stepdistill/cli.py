@@ -142,13 +142,36 @@ def cmd_bootstrap_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .parallel import Processes, launch_rank
+    from .run import ensure_annotations
+    from .tasks import load_task
     from .train import train
+    from .training_data import needs_annotations
 
-    # A resumed run takes its saved config from the run folder.
-    metrics = (
-        train(TrainConfig(), resume=args.resume) if args.resume else train(config_from_args(args))
-    )
-    from .parallel import launch_rank
+    if args.resume:
+        # A resumed run takes its saved config from the run folder: other settings would
+        # be ignored, so they are refused.
+        given = [
+            "--" + name.replace("_", "-")
+            for name in TrainConfig.__dataclass_fields__
+            if getattr(args, name, None) is not None
+        ]
+        given += ["--config"] if args.config else []
+        given += list(args.overrides)
+        if given:
+            raise ConfigError(
+                f"--resume continues a run with its saved config; drop {' '.join(given)}"
+            )
+        metrics = train(TrainConfig(), resume=args.resume)
+    else:
+        config = config_from_args(args)
+        task = load_task(config.task)
+        if needs_annotations(config):
+            # As `stepdistill run` does: annotate with the teacher when nothing is stored
+            # yet (under a multi-process launch rank 0 does it, the others then find it).
+            with Processes().main_first():
+                config.annotations = str(ensure_annotations(config, task))
+        metrics = train(config, task=task)
 
     if launch_rank() == 0:  # under a multi-process launch, rank 0 reports
         print(json.dumps({k: v for k, v in metrics.items() if k != "valid_history"}, indent=2))
@@ -392,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
     from .data import DataError
-    from .students import StudentError
+    from .models import StudentError
     from .tasks import TaskError
 
     try:

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-MODES = ("standard", "distill", "dss", "single", "rationale-input")
+from .modes import MODES
+
 RATIONALE_SOURCES = ("teacher", "human")
 LABEL_SOURCES = ("gold", "teacher")
 
@@ -32,7 +33,9 @@ class TrainConfig:
     mode: str = "dss"
     """standard (gold labels) | distill (teacher labels) | dss (label + rationale,
     multi-task) | single (one target: rationale then label) | rationale-input (x plus
-    the teacher's rationale as input, label as target; needs teacher rationales at test)."""
+    the teacher's rationale as input, label as target; needs teacher rationales at test)
+    | label-first (one target: label, then the rationale; inference stops at the label).
+    The table of modes is ``stepdistill/modes.py``."""
     student: str = "smollm2-135m"
     """Built-in student, local HF model folder, or hub id."""
     teacher: str = "palm-replay"
@@ -40,10 +43,14 @@ class TrainConfig:
     annotations: str | None = None
     """Folder of a rationale dataset from ``annotate``; made with ``teacher`` if not given."""
     label_source: str = "gold"
-    """For dss / single: train the label task on gold or teacher labels (the unlabeled setting)."""
+    """For the rationale modes (dss, single, rationale-input, label-first): train the label
+    task on gold or teacher labels (the unlabeled setting)."""
     rationale_source: str = "teacher"
     """Rationales from the teacher, or the dataset's human-written ones (CoS-E for CQA,
     e-SNLI explanations, ANLI reasons)."""
+    rationale_filter: bool = False
+    """Train on the teacher's rationale only where the teacher's label agrees with gold
+    (examples without gold keep theirs); the label target is always kept."""
     extra_annotations: str | None = None
     """Extra unlabeled inputs already annotated by a teacher (a rationale dataset folder
     or JSONL from ``annotate``), added to training with teacher labels (the paper's
@@ -211,14 +218,19 @@ def load_config(
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["epochs=3", "learning_rate=3e-4"]`` -> a mapping (dotted keys are flattened to
-    the last part, since the config is flat: ``train.epochs=3`` works too)."""
+    """``["epochs=3", "learning_rate=3e-4"]`` -> a mapping. The config is flat, so a dotted
+    key (``train.epochs=3``) is refused rather than guessed at."""
     result: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, value = item.split("=", 1)
-        result[key.strip().split(".")[-1].replace("-", "_")] = yaml.safe_load(value)
+        key = key.strip().replace("-", "_")
+        if "." in key:
+            raise ConfigError(
+                f"override {item!r}: the config is flat, write {key.split('.')[-1]}={value}"
+            )
+        result[key] = yaml.safe_load(value)
     return result
 
 

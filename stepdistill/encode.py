@@ -1,9 +1,12 @@
-"""How text becomes student tokens: the task prefixes and the prompt / target layout.
+"""How text becomes student tokens: the prompt / target layout, and the few facts about
+a student model that training and inference both need (seq2seq or not, its padding
+token, whether its LM head can run on selected positions only).
 
 Training and inference share these functions so the student always sees the same
 layout: ``[label] <input>\\n`` -> ``<label><eos>`` and ``[rationale] <input>\\n`` ->
-``<rationale><eos>``. A decoder-only student sees prompt and target as one sequence
-(loss on the target only); a seq2seq student reads the prompt and writes the target.
+``<rationale><eos>`` (the prefixes and what a mode's targets hold are in ``modes.py``).
+A decoder-only student sees prompt and target as one sequence (loss on the target
+only); a seq2seq student reads the prompt and writes the target.
 """
 
 from __future__ import annotations
@@ -11,17 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-LABEL_PREFIX = "[label] "
-RATIONALE_PREFIX = "[rationale] "
 SEPARATOR = "\n"
-SINGLE_ANSWER_MARKER = "\nAnswer: "
-"""single mode writes ``<rationale>\\nAnswer: <label>`` as one target."""
-
-RATIONALE_INPUT_MARKER = "\nRationale: "
-"""rationale-input mode appends the rationale to the input after this marker."""
-
-LABEL, RATIONALE = 0, 1
-"""Row kinds: which term of the multi-task loss a row's tokens belong to."""
 
 
 @dataclass
@@ -51,17 +44,22 @@ def encode_target(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)[:max_tokens] + [tokenizer.eos_token_id]
 
 
-def single_target(rationale: str | None, label: str) -> str:
-    return (
-        f"{rationale}{SINGLE_ANSWER_MARKER}{label}"
-        if rationale
-        else f"{SINGLE_ANSWER_MARKER.strip()} {label}"
+def is_seq2seq(config: Any) -> bool:
+    """An encoder-decoder student (T5) rather than a decoder-only one."""
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The padding token, or the end token for tokenizers without one."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def plain_lm_head(model: Any) -> bool:
+    """Whether the LM head may run on selected hidden states only (most positions are
+    prompt, whose logits nobody needs). Models that post-process logits (soft-capping,
+    scaling) take the full-logits path."""
+    config = model.config
+    plain = not any(
+        getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
     )
-
-
-def label_from_single(text: str) -> str | None:
-    """The label at the end of a single-mode output, or None when the marker is missing."""
-    marker = SINGLE_ANSWER_MARKER.strip()
-    if marker not in text:
-        return None
-    return text.rsplit(marker, 1)[1].strip() or None
+    return plain and model.get_output_embeddings() is not None and model.base_model is not model

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_text
-from .sweep import first_of_each_run, read_results
+from .modes import variant as mode_variant
+from .results import first_of_each_run, read_results
 
 MODE_NAMES = {
     "standard": "standard fine-tuning (gold)",
@@ -32,9 +33,7 @@ MODE_NAMES = {
 
 def variant(row: dict[str, Any]) -> str:
     """Mode, with the label source where it changes what the mode means."""
-    if row["mode"] in ("dss", "single") and row.get("label_source", "gold") != "gold":
-        return f"{row['mode']}-{row['label_source']}"
-    return str(row["mode"])
+    return mode_variant(row["mode"], row.get("label_source", "gold"))
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

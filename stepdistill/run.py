@@ -1,20 +1,39 @@
-"""The main job: annotate with the teacher, train the student, evaluate, print a table."""
+"""The main job, and the one place that chains the stages: annotate with the teacher
+(when its rationale dataset does not exist yet), train the student, print a table.
+The task is loaded once and handed down."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+from .annotate import annotate
+from .annotations import default_folder, has_annotations
 from .config import TrainConfig
-from .tasks import load_task
-from .train import ensure_annotations, train
+from .tasks import Task, load_task
+from .train import train
 
 
-def teacher_accuracy(config: TrainConfig, split: str = "test") -> float | None:
+def ensure_annotations(config: TrainConfig, task: Task) -> Path:
+    """The folder of the teacher's rationale dataset; made with ``config.teacher`` when no
+    folder was given and the default one does not exist yet."""
+    directory = (
+        Path(config.annotations) if config.annotations else default_folder(task, config.teacher)
+    )
+    if not has_annotations(directory):
+        if config.annotations:
+            raise FileNotFoundError(
+                f"{directory}/train.jsonl not found: run `stepdistill annotate` first"
+            )
+        annotate(task, config.teacher, directory, data=config.data_dir)
+    return directory
+
+
+def teacher_accuracy(annotations: Path, split: str = "test") -> float | None:
     """The teacher's accuracy on a split, from its rationale dataset's summary."""
-    directory = ensure_annotations(config, load_task(config.task))
-    summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((annotations / "summary.json").read_text(encoding="utf-8"))
     return summary["splits"].get(split, {}).get("teacher_accuracy")
 
 
@@ -23,9 +42,10 @@ def run(config: TrainConfig | None = None) -> dict[str, Any]:
     config = config or TrainConfig()
     started = time.time()
     task = load_task(config.task)
-    config.annotations = str(ensure_annotations(config, task))
-    teacher_test = teacher_accuracy(config)
-    metrics = train(config)
+    annotations = ensure_annotations(config, task)
+    config.annotations = str(annotations)
+    teacher_test = teacher_accuracy(annotations)
+    metrics = train(config, task=task)
     wall = time.time() - started
     print()
     print(f"{'task':<10}{task.name}")

@@ -5,8 +5,8 @@
     student.predict(["Luke scored 84 points in 2 rounds. Points per round?"], rationale=True)
 
 Inputs are raw task records (dicts: the run's input template is applied) or text that
-is already formatted. The prompt layout is the one training used (``encode.py``, via
-``evaluate.predict``). Importing this module does not import torch: the model is
+is already formatted. The prompt layout is the one training used (``encode.py``), and
+generation, scoring and precision are ``inference.py``'s, as in training's own test. Importing this module does not import torch: the model is
 loaded by ``Student.load``.
 """
 
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .encode import RATIONALE_INPUT_MARKER, SINGLE_ANSWER_MARKER
+from .encode import is_seq2seq
+from .inference import best_candidate, for_inference, generate, predict, score_candidates
+from .modes import MODES, SINGLE, Mode, get_mode, with_rationale_input
 from .precision import use_bf16
 from .tasks import Task, normalize_label, task_from_dict
 
@@ -39,7 +41,7 @@ class Prediction:
     label: str | None
     """The normalised label, or ``None`` when the student wrote nothing usable."""
     raw: str
-    """The decoded label text (single mode: the whole rationale-then-label output)."""
+    """The decoded ``[label]`` output (single-task and label-first: with the rationale)."""
     rationale: str | None = None
     """The rationale decoded with the ``[rationale]`` prefix, when asked for."""
 
@@ -76,24 +78,16 @@ class Student:
         self.task = task
         self.name = name
         self.mode = mode
+        self.mode_spec: Mode = get_mode(mode)
         self.is_run = is_run
         """True for a stepdistill run (task prefixes); False for a plain HF model folder."""
         self.max_input_tokens = max_input_tokens
         self.max_rationale_tokens = max_rationale_tokens
         self.batch_size = batch_size
         self.bf16 = bf16
-        """bf16 compute. The model's weights are cast to bf16 once, here: autocast over
-        fp32 weights re-casts every weight matrix at every decoding step, which made
-        one-at-a-time SVAMP labels ~2x slower on CPU (``benchmarks/RESULTS.md``,
-        Inference). Training's own validation runs on bf16 weights too."""
-        if (
-            bf16
-            and getattr(model, "dtype", None) is not None
-            and str(model.dtype) == "torch.float32"
-        ):
-            import torch
-
-            cast_parameters(model, torch.bfloat16)
+        """bf16 compute, with the weights cast to bf16 once, here (``inference.for_inference``:
+        the policy of training's validation and test too)."""
+        for_inference(model, bf16)
 
     @classmethod
     def load(
@@ -111,8 +105,8 @@ class Student:
         off (off for a bare model folder); ``threads``
         sets torch's intra-op threads (default: torch's own choice).
         """
+        from .models import load_student
         from .run_folder import load_run
-        from .students import load_student
 
         path = Path(path)
         if not path.exists():
@@ -157,7 +151,7 @@ class Student:
 
     @property
     def seq2seq(self) -> bool:
-        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+        return is_seq2seq(self.model.config)
 
     def format(self, item: TaskInput, where: str = "input") -> str:
         """The model input for one item: a dict goes through the task's input template
@@ -170,9 +164,9 @@ class Student:
             return item
         if isinstance(item, dict):
             text = format_input(self.task, item, where)
-            if self.mode == "rationale-input" and item.get("rationale"):
+            if self.mode_spec.rationale_in_input:
                 # This baseline reads a (teacher's) rationale with the input, as in training.
-                text = f"{text}{RATIONALE_INPUT_MARKER}{item['rationale']}"
+                text = with_rationale_input(text, item.get("rationale"))
             return text
         raise DataError(
             f"{where}: expected a string or an object of task fields, got {type(item).__name__}"
@@ -181,8 +175,12 @@ class Student:
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
         """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
         of inputs, in order. Decoding is greedy, so the same input gives the same answer."""
-        from .evaluate import predict
-
+        if rationale and self.is_run and not self.mode_spec.writes_rationale:
+            raise ValueError(
+                f"{self.name} was trained in mode {self.mode}, which never learns to write a "
+                "rationale: ask for labels only (modes that write one: "
+                f"{', '.join(m.name for m in MODES.values() if m.writes_rationale)})"
+            )
         texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
         if not texts:
             return []
@@ -191,17 +189,13 @@ class Student:
             self.tokenizer,
             self.task,
             texts,
-            self.mode,
+            self.mode_spec,
             rationale=rationale,
             max_input_tokens=self.max_input_tokens,
             max_rationale_tokens=self.max_rationale_tokens,
             batch_size=self.batch_size,
             bf16=self.bf16,
         )
-        if rationale and self.mode == "single":
-            # A single-mode student writes the rationale before the label, in one output.
-            for result in results:
-                result["rationale"] = rationale_from_single(result["raw"])
         return [
             Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale"))
             for r in results
@@ -232,8 +226,6 @@ class Student:
         """Log-likelihood of each candidate label after the ``[label]`` prompt (summed or,
         with ``reduce="mean"``, averaged over the label's tokens and its end token), one
         forward pass per batch. ``candidates`` default to ``self.candidates(item)``."""
-        from .candidates import score_candidates
-
         texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
         if candidates is None:
             candidates = [
@@ -260,8 +252,6 @@ class Student:
     ) -> list[Prediction]:
         """Labels picked from a closed set by likelihood (``score_candidates``) instead of
         generated: always one of the candidates, and cheaper than decoding."""
-        from .candidates import best_candidate
-
         if candidates is None:
             candidates = [
                 self.candidates(item, f"input {index}") for index, item in enumerate(inputs)
@@ -279,7 +269,6 @@ class Student:
     def complete(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Plain greedy continuations of raw prompts (no task prefix): what a bare
         language model does behind an OpenAI-style ``/v1/completions``."""
-        from .evaluate import generate
 
         def encode(text: str) -> list[int]:
             ids = self.tokenizer.encode(text, add_special_tokens=False)[-self.max_input_tokens :]
@@ -318,15 +307,6 @@ class Student:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
 
-def cast_parameters(model: Any, dtype: Any) -> None:
-    """Cast the parameters only, as training does: ``model.to(bfloat16)`` would also
-    round float buffers such as the rotary inverse frequencies (0.1 -> 0.1001), which
-    are not saved, so positions would be encoded unlike in training."""
-    for parameter in model.parameters():
-        parameter.data = parameter.data.to(dtype)
-
-
-def rationale_from_single(text: str) -> str:
-    """The rationale part of a single-mode output (all of it when the marker is missing)."""
-    marker = SINGLE_ANSWER_MARKER.strip()
-    return text.rsplit(marker, 1)[0].strip() if marker in text else text.strip()
+def rationale_from_single(text: str) -> str | None:
+    """The rationale part of a single-task output (all of it when the marker is missing)."""
+    return SINGLE.rationale_of(text)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,15 @@ import yaml
 
 from .config import ConfigError, TrainConfig, make_config
 from .io import append_jsonl, cut_torn_tail
+from .modes import variant
 from .parallel import launch_rank
+from .report import report
+from .results import read_results, recorded_runs
+from .run import ensure_annotations, teacher_accuracy
+from .run_folder import load_run
+from .tasks import Task, load_task
+from .train import train
+from .training_data import uses_teacher_labels
 
 RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "seed")
 
@@ -69,55 +76,7 @@ def run_id(config: TrainConfig) -> str:
     """A readable id that names what varies in the paper's experiments."""
     task = Path(config.task).stem
     student = Path(config.student).name
-    source = (
-        f"-{config.label_source}"
-        if config.mode in ("dss", "single") and config.label_source != "gold"
-        else ""
-    )
-    return f"{task}-{config.mode}{source}-f{config.train_fraction:g}-{student}-s{config.seed}"
-
-
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results file. A torn last line (a crash mid-write) is ignored; any
-    other line that is not a JSON object is skipped with a warning naming it."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif number != len(lines):  # a terminated line: not a crash mid-append
-            warnings.warn(f"{path}:{number}: not a results row; skipped", stacklevel=2)
-    return rows
-
-
-def recorded_runs(path: str | Path) -> set[Any]:
-    """The run ids a results file holds (reread each time: another sweep may add some)."""
-    return {row.get("run_id") for row in read_results(path)}
-
-
-def first_of_each_run(rows: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
-    """Each run's first row; a run recorded twice (two sweeps trained it at once, before
-    the sweep checked for that) is named in a warning and counted once."""
-    seen: set[Any] = set()
-    kept = []
-    for row in rows:
-        if row.get("run_id") is not None and row["run_id"] in seen:
-            warnings.warn(
-                f"{path}: run {row['run_id']} recorded twice; the first row counts", stacklevel=2
-            )
-            continue
-        seen.add(row.get("run_id"))
-        kept.append(row)
-    return kept
+    return f"{task}-{variant(config.mode, config.label_source)}-f{config.train_fraction:g}-{student}-s{config.seed}"
 
 
 def append_result(path: str | Path, row: dict[str, Any]) -> None:
@@ -128,8 +87,6 @@ def append_result(path: str | Path, row: dict[str, Any]) -> None:
 def earlier_folders(config: TrainConfig) -> list[Path]:
     """Run folders of this grid point (``name``, ``name-2`` ...) holding the same config,
     newest ``-N`` first."""
-    from .run_folder import load_run
-
     runs = Path(config.output_dir)
     name = config.run_name or ""
     candidates = [
@@ -189,12 +146,16 @@ def remove_unstarted(folders: list[Path]) -> list[Path]:
 def write_report(results_path: Path, output: str | Path) -> None:
     """The sweep's report so far; a failure to write it is printed, and the sweep goes on
     (its rows are what counts, and ``stepdistill report`` can write the report later)."""
-    from .report import report  # imported here: report imports this module
-
     try:
         report(results_path, output)
     except Exception as error:  # noqa: BLE001 - a plot must not stop days of training
         print(f"report not written to {output}: {type(error).__name__}: {error}")
+
+
+def teacher_test_accuracy(config: TrainConfig, task: Task) -> float | None:
+    """The teacher's test accuracy for a row (standard fine-tuning's rows too), from its
+    rationale dataset, annotated the first time it is needed."""
+    return teacher_accuracy(ensure_annotations(config, task))
 
 
 def sweep(
@@ -206,9 +167,6 @@ def sweep(
     finished but whose row was not written yet is recorded from its metrics. With
     ``report_to``, the report is written there again after every row, so a sweep that
     runs for days has a current report whenever it is stopped."""
-    from .run import teacher_accuracy
-    from .train import train, uses_teacher_labels
-
     spec = load_sweep(path)
     results_path = Path(spec["output_dir"]) / "results.jsonl"
     configs = expand(spec)
@@ -218,6 +176,7 @@ def sweep(
     print(
         f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run"
     )
+    tasks: dict[str, Task] = {}  # each task loaded once, and handed to train
     for index, config in enumerate(todo, start=1):
         if config.run_name in recorded_runs(results_path):
             print(f"[{index}/{len(todo)}] {config.run_name} (recorded meanwhile, by another sweep)")
@@ -233,14 +192,15 @@ def sweep(
         if dry_run:
             continue
         started = time.time()
+        task = tasks.setdefault(config.task, load_task(config.task))
         if left == "finished":
             assert folder is not None
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         elif left == "checkpoint":
-            metrics = train(config, resume=folder)
+            metrics = train(config, resume=folder, task=task)
         else:
             remove_unstarted(earlier)
-            metrics = train(config)
+            metrics = train(config, task=task)
         row = {
             "run_id": config.run_name,
             **{key: getattr(config, key) for key in RESULT_FIELDS},
@@ -250,7 +210,7 @@ def sweep(
             "task": metrics["task"],
             "test_accuracy": metrics["test_accuracy"],
             "valid_accuracy": metrics["valid_accuracy"],
-            "teacher_test_accuracy": teacher_accuracy(config),
+            "teacher_test_accuracy": teacher_test_accuracy(config, task),
             "train_examples": metrics["train_examples"],
             "steps": metrics["steps"],
             "best_step": metrics["best_step"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from stepdistill.teachers import Completion, Request
+from stepdistill.teachers import Completion, Request, Teacher
 
 SECRET = "sk-test-SECRET-do-not-write-7f3a9c"
 
@@ -53,7 +53,7 @@ def toy_answer(prompt: str) -> str:
     return f" {number} = 2 * {number // 2} + {number % 2}, remainder {number % 2}. So the answer is {'yes' if even else 'no'}."
 
 
-class ScriptedTeacher:
+class ScriptedTeacher(Teacher):
     """Answers with ``toy_answer``; counts the prompts it was asked."""
 
     def __init__(self, model: str = "scripted", temperature: float = 0.0):

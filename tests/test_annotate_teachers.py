@@ -9,7 +9,8 @@ import pytest
 import yaml
 from teacher_helpers import ScriptedTeacher, make_toy_task
 
-from stepdistill.annotate import annotate, load_annotation_samples, load_annotations
+from stepdistill.annotate import annotate
+from stepdistill.annotations import load_annotation_samples, load_annotations
 from stepdistill.bootstrap import bootstrap_demos
 from stepdistill.cli import main
 from stepdistill.cost import Budget, load_prices, price_of

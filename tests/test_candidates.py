@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from tiny_run import make_run, scramble
 
-from stepdistill.candidates import best_candidate, score_candidates
 from stepdistill.data import DataError
-from stepdistill.encode import LABEL_PREFIX, encode_prompt, encode_target
+from stepdistill.encode import encode_prompt, encode_target
+from stepdistill.inference import best_candidate, score_candidates
+from stepdistill.models import load_student
+from stepdistill.modes import LABEL_PREFIX
 from stepdistill.student import Student
-from stepdistill.students import load_student
 
 INPUTS = ["premise: a man plays\nhypothesis: someone plays", "Luke scored 84 points", "x" * 50]
 # Different lengths, one a prefix of another, per-input sets of different sizes.

@@ -35,7 +35,7 @@ def test_teacher_label_counts_agree_with_the_annotation_file(scripts, annotation
 
     from stepdistill.data import load_splits
     from stepdistill.tasks import load_task
-    from stepdistill.train import training_pool
+    from stepdistill.training_data import training_pool
 
     config = svamp_config(annotations, data_dir)
     size, missing, kept, wrong = label_counts(config)

@@ -7,10 +7,10 @@ import pytest
 from serve_helpers import running_server
 
 from stepdistill.config import TrainConfig
+from stepdistill.models import StudentError, resolve_student
 from stepdistill.run_folder import save_run_files
 from stepdistill.serve import ServeSettings
 from stepdistill.student import Student
-from stepdistill.students import StudentError, resolve_student
 from stepdistill.tasks import load_task
 
 QUESTION = "Luke scored 84 points after playing 2 rounds of a trivia game. How many points did he score per round?"

@@ -24,8 +24,8 @@ FAKE_METRICS = {
 
 def without_training(monkeypatch, fake_train):
     """A sweep calls ``fake_train`` instead of training, and the teacher's accuracy is fixed."""
-    monkeypatch.setattr("stepdistill.train.train", fake_train)
-    monkeypatch.setattr("stepdistill.run.teacher_accuracy", lambda config: 0.775)
+    monkeypatch.setattr("stepdistill.sweep.train", fake_train)
+    monkeypatch.setattr("stepdistill.sweep.teacher_test_accuracy", lambda config, task: 0.775)
 
 
 def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):
@@ -51,7 +51,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, {"mode": ["standard", "dss"], "seed": [0, 1]})
     trained = []
 
-    def fake_train(config):
+    def fake_train(config, **_):
         trained.append(config.run_name)
         if len(trained) == 3:
             raise KeyboardInterrupt  # a sweep killed during its third run
@@ -76,7 +76,7 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
 
 def test_a_row_records_the_labels_its_run_trained_on(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, {"mode": ["standard", "distill", "dss"]}, {"label_source": "gold"})
-    without_training(monkeypatch, lambda config: dict(FAKE_METRICS))
+    without_training(monkeypatch, lambda config, **_: dict(FAKE_METRICS))
     # distill trains on the teacher's labels whatever label_source says (only dss and
     # single read it), and its row says so
     assert {r["mode"]: r["label_source"] for r in sweep(path)} == {
@@ -91,7 +91,7 @@ def test_a_run_another_sweep_recorded_meanwhile_is_not_trained_again(tmp_path, m
     results = tmp_path / "out" / "results.jsonl"
     trained = []
 
-    def fake_train(config):
+    def fake_train(config, **_):
         trained.append(config.run_name)
         # meanwhile a narrowed copy of this sweep, run elsewhere, records seed 1
         append_result(results, {"run_id": "svamp-dss-f1-smollm2-135m-s1"})
@@ -110,7 +110,7 @@ def test_a_run_another_sweep_finished_meanwhile_is_recorded_once(tmp_path, monke
     path = write_sweep(tmp_path, {"seed": [0]})
     results = tmp_path / "out" / "results.jsonl"
 
-    def fake_train(config):
+    def fake_train(config, **_):
         # a second sweep, started on the same grid, trained this run too and finished first
         append_result(results, {"run_id": config.run_name, "test_accuracy": 0.25})
         return dict(FAKE_METRICS)
@@ -127,7 +127,7 @@ def test_sweep_writes_its_report_again_after_every_run(tmp_path, monkeypatch):
     page = tmp_path / "report" / "report.md"
     listed = []  # runs in the report's every-run table when each training starts
 
-    def fake_train(config):
+    def fake_train(config, **_):
         listed.append(page.read_text().count("| svamp-dss-") if page.exists() else 0)
         return dict(FAKE_METRICS)
 
@@ -141,8 +141,8 @@ def test_a_report_that_fails_does_not_stop_the_sweep(tmp_path, monkeypatch, caps
         raise OSError("disk full")
 
     path = write_sweep(tmp_path, {"seed": [0, 1]})
-    without_training(monkeypatch, lambda config: dict(FAKE_METRICS))
-    monkeypatch.setattr("stepdistill.report.report", broken_report)
+    without_training(monkeypatch, lambda config, **_: dict(FAKE_METRICS))
+    monkeypatch.setattr("stepdistill.sweep.report", broken_report)
     assert len(sweep(path, report_to=tmp_path / "report")) == 2  # both runs recorded
     assert "report not written to" in capsys.readouterr().out
 
@@ -298,7 +298,7 @@ def test_a_rerun_reuses_the_name_of_a_run_killed_before_its_first_checkpoint(tmp
     save_run_files(runs / name, config, load_task("svamp"))
     seen = []
 
-    def fake_train(config):
+    def fake_train(config, **_):
         seen.append((runs / name).exists())
         return dict(FAKE_METRICS)
 
@@ -319,7 +319,7 @@ def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folder
     save_run_files(unstarted, config, load_task("svamp"))
     trained = []
 
-    def fake_train(config):
+    def fake_train(config, **_):
         trained.append(config.run_name)
         return dict(FAKE_METRICS)
 

@@ -8,17 +8,11 @@ import torch.nn.functional as F
 
 from stepdistill.config import ConfigError, make_config
 from stepdistill.data import Example
-from stepdistill.encode import LABEL, RATIONALE
-from stepdistill.students import load_student
-from stepdistill.train import (
-    IGNORE,
-    TrainingExample,
-    collate,
-    encode_example,
-    micro_batches,
-    step_loss,
-    token_losses,
-)
+from stepdistill.models import load_student
+from stepdistill.modes import LABEL, RATIONALE
+from stepdistill.packing import IGNORE, collate, micro_batches
+from stepdistill.train import step_loss, token_losses
+from stepdistill.training_data import TrainingExample, encode_example
 
 
 def examples(n=6):
@@ -183,7 +177,7 @@ def test_rationale_weight_scales_only_the_rationale_term(tiny_causal):
 def test_rationale_input_puts_the_rationale_in_the_input(data_dir):
     from stepdistill.data import load_splits
     from stepdistill.tasks import load_task
-    from stepdistill.train import training_examples
+    from stepdistill.training_data import training_examples
 
     task = load_task("svamp")
     example = load_splits(task, data_dir)["train"][0]
@@ -200,7 +194,7 @@ def test_rationale_input_puts_the_rationale_in_the_input(data_dir):
 def test_human_rationales_come_from_the_dataset(data_dir):
     from stepdistill.data import load_splits
     from stepdistill.tasks import load_task
-    from stepdistill.train import training_examples
+    from stepdistill.training_data import training_examples
 
     task = load_task("cqa")
     example = load_splits(task, data_dir)["train"][0]
@@ -222,7 +216,7 @@ def test_human_rationales_come_from_the_dataset(data_dir):
 
 def test_extra_unlabeled_inputs_train_on_teacher_labels(tmp_path):
     from stepdistill.tasks import load_task
-    from stepdistill.train import extra_examples, training_examples
+    from stepdistill.training_data import extra_examples, training_examples
 
     path = tmp_path / "extra.jsonl"
     path.write_text(
@@ -239,7 +233,7 @@ def test_extra_unlabeled_inputs_train_on_teacher_labels(tmp_path):
         + "\n"
     )
     config = make_config({"mode": "dss", "extra_annotations": str(path)})
-    extra = extra_examples(config, load_task("svamp"))
+    extra = extra_examples(config)
     items, skipped = training_examples(
         config, extra, {e.id: e.record for e in extra}, load_task("svamp")
     )

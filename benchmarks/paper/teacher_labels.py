@@ -27,7 +27,7 @@ def label_counts(config) -> tuple[int, int, int, int]:
 
 def main() -> None:
     from stepdistill.sweep import expand, load_sweep
-    from stepdistill.train import uses_teacher_labels
+    from stepdistill.training_data import uses_teacher_labels
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+")

@@ -17,7 +17,7 @@ import functools
 
 @functools.cache
 def tokenizer_of(student: str):
-    from stepdistill.students import load_student
+    from stepdistill.models import load_student
 
     return load_student(student)[1]  # the tokenizer exactly as training sets it up
 
@@ -27,17 +27,18 @@ def training_set(config):
     built by the functions ``train`` uses (less any extra unlabeled inputs)."""
     from stepdistill.data import load_splits
     from stepdistill.tasks import load_task
-    from stepdistill.train import prepare_annotations, training_examples, training_pool
+    from stepdistill.training_data import training_annotations, training_examples, training_pool
 
     task = load_task(config.task)
     pool = training_pool(config, load_splits(task, config.data_dir)["train"])
-    items, skipped = training_examples(config, pool, prepare_annotations(config, task), task)
+    items, skipped = training_examples(config, pool, training_annotations(config, task), task)
     return task, pool, items, skipped
 
 
 def training_tokens(config) -> tuple[int, int]:
     """(examples, prompt + target tokens in one epoch) of the run ``config`` describes."""
-    from stepdistill.train import encode_example, row_length
+    from stepdistill.packing import row_length
+    from stepdistill.training_data import encode_example
 
     items = training_set(config)[2]
     tokenizer = tokenizer_of(config.student)

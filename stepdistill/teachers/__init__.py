@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..data import Example
 from ..tasks import Task
@@ -39,18 +39,41 @@ class Completion:
     """Answered from the store: no new cost."""
 
 
-class Teacher(Protocol):
-    """The one method every backend implements.
-
-    A backend whose answers are worth caching also has ``identity``: a JSON-able dict
-    of what decides its output (model, generation parameters), never a key or endpoint.
+class Teacher:
+    """What every backend is: one method, ``complete``, and the attributes ``annotate`` and
+    the response store read (each with a default here, so a backend sets only what it
+    has). A new backend is one file: a subclass, and a line in ``BACKENDS``.
     """
 
-    name: str
+    name: str = "teacher"
+    """Short name (written in summaries; names the default annotations folder)."""
+    reads_data: bool = False
+    """Takes the benchmark data folder (``data=``): it replays outputs stored there."""
+    stored: bool = False
+    """Its answers are already stored (replay, store): it gets no response store of its own."""
+    temperature: float = 0.0
+    """Sampling temperature (several samples per example need one above 0)."""
+    max_tokens: int | None = None
+    """Longest answer it writes, in tokens (for cost estimates); None: unknown."""
+    retries: int | None = None
+    """Attempts repeated so far (after a 429, 5xx, timeout ...); None: it never retries."""
+
+    identity: dict[str, Any] | None = None
+    """A JSON-able dict of what decides its output (model, generation parameters), never
+    a key or endpoint: the response store's cache key. None: its name stands for it."""
+
+    def take_late(self) -> list[Completion]:
+        """Answers that arrived after the consumer stopped early (a budget reached), paid
+        for and stored but not yielded; each is handed over once."""
+        return []
+
+    def tokenizer(self) -> Any:
+        """Its tokenizer, where it has one (for exact token counts); None otherwise."""
+        return None
 
     def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
         """Yield one completion per request (in any order), as each one is ready."""
-        ...
+        raise NotImplementedError
 
 
 # name -> "module:class"; imported on first use.
@@ -76,11 +99,14 @@ def teacher_names() -> list[str]:
     return sorted(set(BACKENDS) | set(ALIASES))
 
 
-def load_teacher(name: str, task: Task, **options: Any) -> Teacher:
-    """Build a teacher by backend name (or alias) for a task."""
+def load_teacher(name: str, task: Task, data: Any = None, **options: Any) -> Teacher:
+    """Build a teacher by backend name (or alias) for a task; ``data`` (the benchmark data
+    folder) goes to the backends that read stored outputs from it."""
     backend, preset = ALIASES.get(name, (name, {}))
     if backend not in BACKENDS:
         raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(teacher_names())}")
     module_name, class_name = BACKENDS[backend].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
+    if cls.reads_data:
+        options = {"data": data, **options}
     return cls(task=task, **{**preset, **options})

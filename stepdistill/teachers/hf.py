@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks import Task
-from . import Completion, Request
+from . import Completion, Request, Teacher
 
 
-class HFTeacher:
+class HFTeacher(Teacher):
     """A local model folder or hub id (offline: it must be in the local cache)."""
 
     def __init__(

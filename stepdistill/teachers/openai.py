@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..tasks import Task
-from . import Completion, Request
+from . import Completion, Request, Teacher
 
 STYLES = ("chat", "completions")
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is a server bug, not a plan
@@ -147,7 +147,7 @@ class Answers:
         self.done = True
 
 
-class OpenAITeacher:
+class OpenAITeacher(Teacher):
     """An OpenAI-compatible endpoint as a teacher."""
 
     def __init__(

