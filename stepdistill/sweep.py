@@ -27,8 +27,9 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, TrainConfig, make_config
-from .io import append_jsonl, cut_torn_tail
+from .io import append_jsonl, cut_torn_tail, read_jsonl
 from .parallel import launch_rank
+from .stats import correctness_record
 
 RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "seed")
 
@@ -241,6 +242,9 @@ def sweep(
         else:
             remove_unstarted(earlier)
             metrics = train(config)
+        # each test problem's correctness, for the report's problem-by-problem statistics
+        run_dir = folder if left == "finished" and folder else Path(metrics["run_dir"])
+        predictions = run_dir / "predictions" / "test.jsonl"
         row = {
             "run_id": config.run_name,
             **{key: getattr(config, key) for key in RESULT_FIELDS},
@@ -258,6 +262,7 @@ def sweep(
             "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
             # the precision the run trained in (depends on the hardware)
             "bf16": metrics.get("bf16"),
+            **(correctness_record(read_jsonl(predictions)) if predictions.is_file() else {}),
         }
         if config.run_name in recorded_runs(results_path):
             # two sweeps trained this run at once: the first to finish keeps its row

@@ -211,16 +211,19 @@ def test_report_tables_and_plots(tmp_path):
     assert "Teacher (few-shot CoT) test accuracy: 77.5%" in text
     # dss (45 + 10f + seed) − standard (40 + 10f + seed) = +5 in every seed; single is 41.
     assert (
-        "| distilling step-by-step − standard fine-tuning (gold) | 100% | +5.0 ± 0.0 | 3 of 3 |"
+        "| distilling step-by-step − standard fine-tuning (gold) | 100% | 56.0 ± 0.6 | 51.0 ± 0.6 "
+        "| +5.0 ± 0.0 | — | — | 3 of 3 |"
         in text
     )
     assert (
-        "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |"
+        "| distilling step-by-step − single-task (rationale + label) | 12.5% | 47.2 ± 0.6 "
+        "| 43.2 ± 0.6 | +4.0 ± 0.0 | — | — | 3 of 3 |"
         in text
     )
     # what the teacher's labels cost: distill (38 + ...) − standard (40 + ...) = −2 everywhere
     assert (
-        "| standard distillation (teacher labels) − standard fine-tuning (gold) | 100% | -2.0 ± 0.0 | 0 of 3 |"
+        "| standard distillation (teacher labels) − standard fine-tuning (gold) | 100% | 49.0 ± 0.6 "
+        "| 51.0 ± 0.6 | -2.0 ± 0.0 | — | — | 0 of 3 |"
         in text
     )
     # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
@@ -231,7 +234,14 @@ def test_report_tables_and_plots(tmp_path):
     assert (
         "| dss-1.0-2 |  |  | 57.0 |  /  |  |  |" in text
     )  # every run listed (these have no training-set size, valid accuracy, steps, ...)
-    for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
+    # rows without per-problem data: the seed-paired mean ± se only, and the report says why
+    assert "No CI or McNemar p: these rows carry no per-problem test results" in text
+    for name in (
+        "svamp-dss-vs-standard.png",
+        "svamp-dss-vs-distill.png",
+        "svamp-modes.png",
+        "svamp-differences.png",
+    ):
         png = path.parent / name
         assert png.is_file() and png.stat().st_size > 10_000, name
         assert f"]({name})" in text
