@@ -257,7 +257,7 @@ def comparison_lines(
             *lines,
             "",
         ]
-    if plotted and all(list(d["gaps"]) == ["missing"] for _, d in plotted):
+    if plotted and all(len(d["gaps"].get("missing", [])) == d["n"] for _, d in plotted):
         lines += [
             "No CI or McNemar p: these rows carry no per-problem test results (they were written "
             "before results rows recorded them), so each comparison has only its seed-paired "
