@@ -469,3 +469,53 @@ def test_a_sweep_row_carries_its_runs_per_problem_correctness(tmp_path, monkeypa
         assert row["test_ids"] == ids_digest(f"p{i}" for i in range(9))
     text = report(tmp_path / "out" / "results.jsonl").read_text()
     assert "| 95% CI | McNemar p (b / c) |" in text and "No CI or McNemar p" not in text
+
+
+def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal, tmp_path):
+    """Real training (a tiny model, a toy task): each row's ``test_correct`` is its run's
+    ``predictions/test.jsonl``, and the report compares the runs problem by problem. (After
+    2 steps the tiny model answers every problem wrong; rows with varied answers are
+    ``test_a_sweep_row_carries_its_runs_per_problem_correctness``.)"""
+    import json
+
+    from reliability_helpers import annotate_toy, make_train_task
+
+    from stepdistill.io import read_jsonl
+
+    task = make_train_task(tmp_path, train_rows=12, test_rows=8)
+    annotations = annotate_toy(task, tmp_path / "annotations")
+    base = {
+        "task": str(task),
+        "student": str(tiny_causal),
+        "annotations": str(annotations),
+        "max_steps": 2,
+        "batch_size": 4,
+        "learning_rate": 3e-3,
+        "threads": 1,
+        "max_rationale_tokens": 4,
+        "bf16": False,
+    }
+    spec = tmp_path / "sweep.yaml"
+    grid = {"mode": ["standard", "dss"], "seed": [0, 1]}
+    spec.write_text(
+        json.dumps({"name": "e2e", "output_dir": str(tmp_path / "out"), "base": base, "grid": grid})
+    )
+    rows = sweep(spec)
+    assert len(rows) == 4
+    for row in rows:
+        predictions = read_jsonl(
+            tmp_path / "out" / "runs" / row["run_id"] / "predictions" / "test.jsonl"
+        )
+        assert len(predictions) == 8
+        assert row["test_correct"] == "".join("1" if p["correct"] else "0" for p in predictions)
+        assert row["test_correct"].count("1") / 8 == pytest.approx(row["test_accuracy"])
+    assert len({row["test_ids"] for row in rows}) == 1  # every run: the same test problems
+    text = report(tmp_path / "out" / "results.jsonl").read_text()
+    [line] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| distilling step-by-step − standard")
+    ]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[5].startswith("[") and cells[6] != "—"  # a CI and a McNemar p
+    assert cells[7].endswith("of 2")  # two seeds paired
