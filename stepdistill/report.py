@@ -5,8 +5,16 @@ Then each of the paper's claims as a difference paired by seed (DSS − standard
 single-task, DSS − distillation with teacher labels) and the least data with which DSS
 matches standard fine-tuning on all of it. Plots (PNG): accuracy vs training-data
 fraction, DSS against standard fine-tuning and against standard distillation (the
-paper's Figures 4 and 5), and a mode ablation bar chart at the largest fraction (its
-Table 2), with the teacher's accuracy as a line.
+paper's Figures 4 and 5), a mode ablation bar chart at the largest fraction (its
+Table 2), with the teacher's accuracy as a line, and the paired differences.
+
+Paired statistics: a results row carries its run's per-problem test correctness
+(``test_correct``, with ``test_ids``, a digest of the problems' ids), so two runs of a
+comparison are compared problem by problem without their run folders: a 95% confidence
+interval from a paired bootstrap over seeds and, within each seed, problems, and the
+exact McNemar p on the discordant problems pooled over seeds (``stats``). Rows without
+that record (older sweeps), or runs tested on different problems, get the seed-paired
+mean ± standard error only, and the report says which.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 from .io import atomic_write_text
 from .modes import variant as mode_variant
 from .results import first_of_each_run, read_results
+from .stats import RESAMPLES, discordant, mcnemar_exact, paired_bootstrap
 
 MODE_NAMES = {
     "standard": "standard fine-tuning (gold)",
@@ -84,57 +93,182 @@ training, and (teacher labels only) against standard distillation; then what tra
 the teacher's labels instead of gold ones costs standard training and DSS."""
 
 
-def paired_differences(
+def paired_runs(
     rows: list[dict[str, Any]], task: str, better: str, baseline: str
-) -> dict[float, dict[str, Any]]:
-    """fraction -> A − B test accuracy (points), paired by seed: mean, se, n, wins."""
-    runs: dict[tuple[str, float, int], float] = {}
+) -> dict[float, list[tuple[int, dict[str, Any], dict[str, Any]]]]:
+    """fraction -> (seed, A's row, B's row) for each seed on which both ran (with a test
+    accuracy)."""
+    runs: dict[tuple[str, float, int], dict[str, Any]] = {}
     for row in rows:
         if row["task"] == task and row.get("test_accuracy") is not None:
-            runs[(variant(row), float(row["train_fraction"]), int(row["seed"]))] = 100 * float(
-                row["test_accuracy"]
-            )
-    result: dict[float, dict[str, Any]] = {}
+            runs[(variant(row), float(row["train_fraction"]), int(row["seed"]))] = row
+    result: dict[float, list[tuple[int, dict[str, Any], dict[str, Any]]]] = {}
     for fraction in sorted({f for _, f, _ in runs}):
         seeds = sorted(
             s
             for name, f, s in runs
             if name == better and f == fraction and (baseline, f, s) in runs
         )
-        if not seeds:
-            continue
-        differences = [runs[(better, fraction, s)] - runs[(baseline, fraction, s)] for s in seeds]
+        if seeds:
+            result[fraction] = [
+                (s, runs[(better, fraction, s)], runs[(baseline, fraction, s)]) for s in seeds
+            ]
+    return result
+
+
+GAPS = {
+    "missing": "no per-problem data (a row written before rows recorded it)",
+    "mismatched": "the two runs were tested on different problems",
+}
+"""Why a pair of runs is not compared problem by problem."""
+
+
+def problem_counts(
+    pairs: list[tuple[int, dict[str, Any], dict[str, Any]]],
+) -> tuple[list[tuple[int, int, int]], dict[str, list[int]]]:
+    """McNemar's (b, c, n) for each seed whose two runs carry per-problem records of the
+    same test problems in the same order; the other seeds, by reason (``GAPS``)."""
+    counts: list[tuple[int, int, int]] = []
+    gaps: dict[str, list[int]] = {}
+    for seed, first, second in pairs:
+        if not first.get("test_correct") or not second.get("test_correct"):
+            gaps.setdefault("missing", []).append(seed)
+        elif first.get("test_ids") != second.get("test_ids") or len(first["test_correct"]) != len(
+            second["test_correct"]
+        ):
+            gaps.setdefault("mismatched", []).append(seed)
+        else:
+            counts.append(discordant(first["test_correct"], second["test_correct"]))
+    return counts, gaps
+
+
+def paired_differences(
+    rows: list[dict[str, Any]], task: str, better: str, baseline: str
+) -> dict[float, dict[str, Any]]:
+    """fraction -> A − B test accuracy (points), paired by seed: ``mean``, ``se``, ``n``
+    (seeds), ``wins`` (seeds where A is higher), each side's ``first`` / ``second``
+    mean and se over those seeds; and, where every pair of runs carries per-problem
+    records of the same problems, the 95% ``ci`` of the paired bootstrap and the exact
+    McNemar ``p`` on the pooled discordant counts ``b`` (A right, B wrong) and ``c``
+    (``None`` otherwise: ``gaps`` maps each reason, a key of ``GAPS``, to its seeds)."""
+    result: dict[float, dict[str, Any]] = {}
+    for fraction, pairs in paired_runs(rows, task, better, baseline).items():
+        first = [100 * float(row["test_accuracy"]) for _, row, _ in pairs]
+        second = [100 * float(row["test_accuracy"]) for _, _, row in pairs]
+        differences = [x - y for x, y in zip(first, second, strict=True)]
         mean, se = mean_se(differences)
+        counts, gaps = problem_counts(pairs)
+        # all or nothing: a CI over some of the seeds would not describe the mean over all
+        complete = bool(counts) and not gaps
+        b, c = sum(b for b, _, _ in counts), sum(c for _, c, _ in counts)
         result[fraction] = {
             "mean": mean,
             "se": se,
-            "n": len(seeds),
+            "n": len(pairs),
             "wins": sum(d > 0 for d in differences),
+            "first": dict(zip(("mean", "se"), mean_se(first), strict=True)),
+            "second": dict(zip(("mean", "se"), mean_se(second), strict=True)),
+            "ci": paired_bootstrap(counts) if complete else None,
+            "p": mcnemar_exact(b, c) if complete else None,
+            "b": b if complete else None,
+            "c": c if complete else None,
+            "problems": sum(n for _, _, n in counts) if complete else None,
+            "gaps": gaps,
         }
     return result
 
 
+def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every paired comparison of a results file's rows (``first_of_each_run`` of them),
+    one dict each: ``task``, ``first`` and ``second`` (modes), ``fraction``, and
+    ``paired_differences``'s fields (``first`` / ``second`` hold each side's mean and se
+    there as ``first_accuracy`` / ``second_accuracy``). For tables written by hand."""
+    table = []
+    for task in sorted({row["task"] for row in rows}):
+        for better, baseline in COMPARISONS:
+            for fraction, d in paired_differences(rows, task, better, baseline).items():
+                table.append(
+                    {
+                        "task": task,
+                        "first": better,
+                        "second": baseline,
+                        "fraction": fraction,
+                        **{k: v for k, v in d.items() if k not in ("first", "second")},
+                        "first_accuracy": d["first"],
+                        "second_accuracy": d["second"],
+                    }
+                )
+    return table
+
+
+def signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def p_text(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def side_text(side: dict[str, float], n: int) -> str:
+    return f"{side['mean']:.1f} ± {side['se']:.1f}" if n > 1 else f"{side['mean']:.1f}"
+
+
 def comparison_lines(
     rows: list[dict[str, Any]], task: str, cells: dict[tuple[str, float], dict[str, Any]]
-) -> list[str]:
+) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
     """Markdown: each claim's paired difference, and the data needed to match standard
-    fine-tuning on all the data."""
+    fine-tuning on all the data; and, for the plot, each comparison's label and numbers."""
     lines: list[str] = []
+    gaps: list[str] = []
+    plotted: list[tuple[str, dict[str, Any]]] = []
     for better, baseline in COMPARISONS:
         for fraction, d in paired_differences(rows, task, better, baseline).items():
             spread = f" ± {d['se']:.1f}" if d["n"] > 1 else ""
+            if d["ci"] is not None:
+                interval = f"[{signed(d['ci'][0])}, {signed(d['ci'][1])}]"
+                test = f"{p_text(d['p'])} ({d['b']} / {d['c']})"
+            else:
+                interval = test = "—"
             lines.append(
-                f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% | {d['mean']:+.1f}{spread} "
-                f"| {d['wins']} of {d['n']} |"
+                f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% "
+                f"| {side_text(d['first'], d['n'])} | {side_text(d['second'], d['n'])} "
+                f"| {d['mean']:+.1f}{spread} | {interval} | {test} | {d['wins']} of {d['n']} |"
             )
+            if d["gaps"]:
+                gaps.append(
+                    f"- {better} − {baseline}, {100 * fraction:g}%: "
+                    + "; ".join(
+                        f"{GAPS[reason]}: seed{'s' if len(seeds) > 1 else ''} "
+                        + ", ".join(map(str, seeds))
+                        for reason, seeds in d["gaps"].items()
+                    )
+                )
+            plotted.append((f"{better} − {baseline}, {100 * fraction:g}%", d))
     if lines:
         lines = [
-            "Paired by seed (same seed, same data): difference in test accuracy, points; mean ± standard "
-            "error over seeds, and in how many seeds the first was higher.",
+            "Paired by seed (same seed, same data): test accuracy of each side and their difference, "
+            "points; mean ± standard error over seeds. 95% CI: paired bootstrap over seeds and "
+            "problems. McNemar p: exact, on the discordant problems pooled over seeds (b: first "
+            "right, second wrong; c: the reverse). Last column: in how many seeds the first was higher.",
             "",
-            "| comparison | data | difference | first higher |",
-            "|---|---|---|---|",
+            "| comparison | data | first | second | difference | 95% CI | McNemar p (b / c) | first higher |",
+            "|---|---|---|---|---|---|---|---|",
             *lines,
+            "",
+        ]
+    if plotted and all(len(d["gaps"].get("missing", [])) == d["n"] for _, d in plotted):
+        lines += [
+            "No CI or McNemar p: these rows carry no per-problem test results (they were written "
+            "before results rows recorded them), so each comparison has only its seed-paired "
+            "mean ± se.",
+            "",
+        ]
+    elif gaps:
+        lines += [
+            "No CI or McNemar p (only the seed-paired mean ± se) where a pair of runs is not "
+            "compared problem by problem:",
+            "",
+            *gaps,
             "",
         ]
     fractions = sorted({f for _, f in cells})
@@ -151,7 +285,7 @@ def comparison_lines(
             f"Distilling step-by-step matches or beats that mean {found}.",
             "",
         ]
-    return lines
+    return lines, plotted
 
 
 def percent(value: Any) -> str:
@@ -183,6 +317,14 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         "A run's data is its share of the training split, capped by `train_limit` where the sweep sets "
         "one; the last table gives each run's number of training examples.",
         "",
+        "Comparisons are paired: the two runs share a seed and hence their training data. Where "
+        "both runs' rows record each test problem's correctness (and the same test problems, in "
+        "the same order), the difference also gets a 95% confidence interval from a paired "
+        f"bootstrap ({RESAMPLES:,} resamples, fixed seed: each draws the seeds with replacement, "
+        "then each drawn seed's test problems with replacement, so both the seed-to-seed and the "
+        "problem-to-problem variation count) and an exact two-sided McNemar p-value on the "
+        "discordant problems pooled over seeds (binomial, b + c trials, 1/2).",
+        "",
     ]
     for task, cells in sorted(table.items()):
         fractions = sorted({fraction for _, fraction in cells})
@@ -203,8 +345,11 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
                 cells_text.append(cell_text(cell))
             lines.append(f"| {MODE_NAMES.get(name, name)} | " + " | ".join(cells_text) + " |")
         lines.append("")
-        lines += comparison_lines(rows, task, cells)
-        for png in plot_task(task, cells, teacher, output):
+        comparisons, plotted = comparison_lines(rows, task, cells)
+        lines += comparisons
+        pngs = plot_task(task, cells, teacher, output)
+        pngs += plot_differences(task, plotted, output)
+        for png in pngs:
             lines += [f"![{png.stem}]({png.name})", ""]
     lines += [
         "## Every run",
@@ -304,3 +449,43 @@ def plot_task(
         plt.close(figure)
         written.append(path)
     return written
+
+
+def plot_differences(
+    task: str, comparisons: list[tuple[str, dict[str, Any]]], output: Path
+) -> list[Path]:
+    """The paired differences with their 95% bootstrap intervals as error bars (those
+    without per-problem data: hollow, with ± one standard error over seeds)."""
+    if not comparisons:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.45 * len(comparisons)))
+    for position, (_, d) in enumerate(comparisons):
+        if d["ci"] is not None:
+            error = [[d["mean"] - d["ci"][0]], [d["ci"][1] - d["mean"]]]
+            style = {"color": "tab:blue", "marker": "o"}
+        else:
+            error = [[d["se"]], [d["se"]]]
+            style = {"color": "gray", "marker": "o", "markerfacecolor": "white"}
+        axis.errorbar([d["mean"]], [position], xerr=error, capsize=4, **style)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_yticks(range(len(comparisons)), [label for label, _ in comparisons], fontsize=8)
+    axis.invert_yaxis()  # in the table's order, top to bottom
+    axis.set_xlabel("difference in test accuracy (points); bars: 95% paired bootstrap CI")
+    if any(d["ci"] is None for _, d in comparisons):
+        axis.set_title(
+            f"{task}: paired differences (hollow: no per-problem data, ± 1 se over seeds)",
+            fontsize=9,
+        )
+    else:
+        axis.set_title(f"{task}: paired differences", fontsize=10)
+    axis.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    path = output / f"{task}-differences.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return [path]

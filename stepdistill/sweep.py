@@ -26,13 +26,14 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, TrainConfig, make_config
-from .io import append_jsonl, cut_torn_tail
+from .io import append_jsonl, cut_torn_tail, read_jsonl
 from .modes import variant
 from .parallel import launch_rank
 from .report import report
 from .results import read_results, recorded_runs
 from .run import ensure_annotations, teacher_accuracy
 from .run_folder import load_run
+from .stats import correctness_record
 from .tasks import Task, load_task
 from .train import train
 from .training_data import uses_teacher_labels
@@ -201,6 +202,9 @@ def sweep(
         else:
             remove_unstarted(earlier)
             metrics = train(config, task=task)
+        # each test problem's correctness, for the report's problem-by-problem statistics
+        run_dir = folder if left == "finished" and folder else Path(metrics["run_dir"])
+        predictions = run_dir / "predictions" / "test.jsonl"
         row = {
             "run_id": config.run_name,
             **{key: getattr(config, key) for key in RESULT_FIELDS},
@@ -218,6 +222,7 @@ def sweep(
             "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
             # the precision the run trained in (depends on the hardware)
             "bf16": metrics.get("bf16"),
+            **(correctness_record(read_jsonl(predictions)) if predictions.is_file() else {}),
         }
         if config.run_name in recorded_runs(results_path):
             # two sweeps trained this run at once: the first to finish keeps its row

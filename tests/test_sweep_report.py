@@ -211,17 +211,17 @@ def test_report_tables_and_plots(tmp_path):
     assert "Teacher (few-shot CoT) test accuracy: 77.5%" in text
     # dss (45 + 10f + seed) − standard (40 + 10f + seed) = +5 in every seed; single is 41.
     assert (
-        "| distilling step-by-step − standard fine-tuning (gold) | 100% | +5.0 ± 0.0 | 3 of 3 |"
-        in text
+        "| distilling step-by-step − standard fine-tuning (gold) | 100% | 56.0 ± 0.6 | 51.0 ± 0.6 "
+        "| +5.0 ± 0.0 | — | — | 3 of 3 |" in text
     )
     assert (
-        "| distilling step-by-step − single-task (rationale + label) | 12.5% | +4.0 ± 0.0 | 3 of 3 |"
-        in text
+        "| distilling step-by-step − single-task (rationale + label) | 12.5% | 47.2 ± 0.6 "
+        "| 43.2 ± 0.6 | +4.0 ± 0.0 | — | — | 3 of 3 |" in text
     )
     # what the teacher's labels cost: distill (38 + ...) − standard (40 + ...) = −2 everywhere
     assert (
-        "| standard distillation (teacher labels) − standard fine-tuning (gold) | 100% | -2.0 ± 0.0 | 0 of 3 |"
-        in text
+        "| standard distillation (teacher labels) − standard fine-tuning (gold) | 100% | 49.0 ± 0.6 "
+        "| 51.0 ± 0.6 | -2.0 ± 0.0 | — | — | 0 of 3 |" in text
     )
     # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
     assert (
@@ -231,7 +231,14 @@ def test_report_tables_and_plots(tmp_path):
     assert (
         "| dss-1.0-2 |  |  | 57.0 |  /  |  |  |" in text
     )  # every run listed (these have no training-set size, valid accuracy, steps, ...)
-    for name in ("svamp-dss-vs-standard.png", "svamp-dss-vs-distill.png", "svamp-modes.png"):
+    # rows without per-problem data: the seed-paired mean ± se only, and the report says why
+    assert "No CI or McNemar p: these rows carry no per-problem test results" in text
+    for name in (
+        "svamp-dss-vs-standard.png",
+        "svamp-dss-vs-distill.png",
+        "svamp-modes.png",
+        "svamp-differences.png",
+    ):
         png = path.parent / name
         assert png.is_file() and png.stat().st_size > 10_000, name
         assert f"]({name})" in text
@@ -332,3 +339,183 @@ def test_under_a_multi_process_launch_only_rank_0_writes_rows_and_removes_folder
     rows = sweep(path)  # ... and rank 0 writes each run's row, once
     assert [r["run_id"] for r in rows] == [c.run_name for c in expand(load_sweep(path))]
     assert not unstarted.exists()
+
+
+def record(correct: str, ids: list[str] | None = None) -> dict:
+    """A results row's per-problem fields for ``correct`` ('0'/'1' per test problem)."""
+    from stepdistill.stats import ids_digest
+
+    ids = ids or [f"q{i}" for i in range(len(correct))]
+    return {"test_correct": correct, "test_ids": ids_digest(ids)}
+
+
+def paired_rows(per_seed: dict[int, tuple[str, str]], overrides: dict | None = None) -> list[dict]:
+    """dss and standard rows, one each per seed, from their '0'/'1' strings."""
+    rows = []
+    for seed, (dss, standard) in per_seed.items():
+        for mode, correct in (("dss", dss), ("standard", standard)):
+            rows.append(
+                {
+                    "run_id": f"{mode}-{seed}",
+                    "task": "svamp",
+                    "mode": mode,
+                    "train_fraction": 1.0,
+                    "seed": seed,
+                    "test_accuracy": correct.count("1") / len(correct),
+                    **record(correct),
+                    **(overrides or {}).get((mode, seed), {}),
+                }
+            )
+    return rows
+
+
+def test_report_gives_the_bootstrap_interval_and_the_mcnemar_p(tmp_path):
+    from stepdistill.report import comparison_table
+    from stepdistill.stats import mcnemar_exact, paired_bootstrap
+
+    # 20 problems; per seed dss right on 12, 14, 13 and standard on 10, 10, 9:
+    # b (dss right, standard wrong) = 3, 4, 4 and c = 1, 0, 0
+    per_seed = {
+        0: ("1" * 12 + "0" * 8, "1" * 9 + "0" * 3 + "1" + "0" * 7),
+        1: ("1" * 14 + "0" * 6, "1" * 10 + "0" * 10),
+        2: ("1" * 13 + "0" * 7, "1" * 9 + "0" * 11),
+    }
+    results = tmp_path / "results.jsonl"
+    for row in paired_rows(per_seed):
+        append_result(results, row)
+    [entry] = comparison_table(read_results(results))
+    assert (entry["task"], entry["first"], entry["second"], entry["fraction"]) == (
+        "svamp",
+        "dss",
+        "standard",
+        1.0,
+    )
+    assert (entry["b"], entry["c"], entry["n"], entry["problems"]) == (11, 1, 3, 60)
+    assert entry["mean"] == pytest.approx(100 * (2 / 20 + 4 / 20 + 4 / 20) / 3)
+    assert entry["first_accuracy"]["mean"] == pytest.approx(65.0)
+    assert entry["second_accuracy"]["mean"] == pytest.approx(100 * 29 / 60)
+    assert entry["p"] == pytest.approx(mcnemar_exact(11, 1)) and entry["p"] < 0.01
+    low, high = entry["ci"]
+    assert (low, high) == paired_bootstrap([(3, 1, 20), (4, 0, 20), (4, 0, 20)])
+    assert low < entry["mean"] < high and entry["gaps"] == {}
+
+    text = report(results).read_text()
+    line = (
+        f"| distilling step-by-step − standard fine-tuning (gold) | 100% | 65.0 ± 2.9 | 48.3 ± 1.7 "
+        f"| +16.7 ± 3.3 | [{low:+.1f}, {high:+.1f}] | {entry['p']:.3f} (11 / 1) | 3 of 3 |"
+    )
+    assert line in text
+    assert "exact two-sided McNemar" in text and "No CI or McNemar p" not in text
+    assert (results.parent / "report" / "svamp-differences.png").stat().st_size > 5_000
+
+
+def test_runs_tested_on_different_problems_are_not_paired_problem_by_problem(tmp_path):
+    from stepdistill.report import paired_differences
+
+    per_seed = {0: ("1100", "1000"), 1: ("1110", "0110")}
+    # seed 1's standard run answered the same number of problems, but other ones
+    other = {("standard", 1): record("0110", ["x", "y", "z", "w"])}
+    rows = paired_rows(per_seed, other)
+    d = paired_differences(rows, "svamp", "dss", "standard")[1.0]
+    assert d["ci"] is None and d["p"] is None and d["b"] is None
+    assert d["gaps"] == {"mismatched": [1]}
+    assert d["mean"] == pytest.approx(25.0) and d["n"] == 2  # the seed-paired mean stays
+    results = tmp_path / "results.jsonl"
+    for row in rows:
+        append_result(results, row)
+    text = report(results).read_text()
+    assert "| +25.0 ± 0.0 | — | — | 2 of 2 |" in text
+    assert "- dss − standard, 100%: the two runs were tested on different problems: seed 1" in text
+
+
+def test_a_seed_without_per_problem_data_leaves_the_comparison_to_the_seed_paired_mean(tmp_path):
+    from stepdistill.report import paired_differences
+
+    old = {("dss", 0): {"test_correct": None, "test_ids": None}}  # an older row
+    rows = paired_rows({0: ("1100", "1000"), 1: ("1110", "0110"), 2: ("11", "01")}, old)
+    d = paired_differences(rows, "svamp", "dss", "standard")[1.0]
+    assert d["ci"] is None and d["gaps"] == {"missing": [0]}
+    results = tmp_path / "results.jsonl"
+    for row in rows:
+        append_result(results, row)
+    assert "- dss − standard, 100%: no per-problem data" in report(results).read_text()
+
+
+def test_a_sweep_row_carries_its_runs_per_problem_correctness(tmp_path, monkeypatch):
+    from stepdistill.io import write_jsonl
+    from stepdistill.stats import ids_digest
+
+    path = write_sweep(tmp_path, {"mode": ["standard", "dss"], "seed": [0, 1]})
+    written = {}
+
+    def fake_train(config, **_):
+        # a finished run folder, as train() leaves it: predictions in test order
+        folder = tmp_path / "out" / "runs" / config.run_name
+        correct = [(i + config.seed + (config.mode == "dss")) % 3 != 0 for i in range(9)]
+        predictions = [
+            {"id": f"p{i}", "gold": "1", "prediction": "1", "correct": ok}
+            for i, ok in enumerate(correct)
+        ]
+        write_jsonl(folder / "predictions" / "test.jsonl", predictions)
+        written[config.run_name] = correct
+        return {**FAKE_METRICS, "run_dir": str(folder), "test_accuracy": sum(correct) / 9}
+
+    without_training(monkeypatch, fake_train)
+    rows = sweep(path)
+    assert len(rows) == 4
+    for row in rows:
+        correct = written[row["run_id"]]
+        assert row["test_correct"] == "".join("1" if ok else "0" for ok in correct)
+        assert row["test_ids"] == ids_digest(f"p{i}" for i in range(9))
+    text = report(tmp_path / "out" / "results.jsonl").read_text()
+    assert "| 95% CI | McNemar p (b / c) |" in text and "No CI or McNemar p" not in text
+
+
+def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal, tmp_path):
+    """Real training (a tiny model, a toy task): each row's ``test_correct`` is its run's
+    ``predictions/test.jsonl``, and the report compares the runs problem by problem. (After
+    2 steps the tiny model answers every problem wrong; rows with varied answers are
+    ``test_a_sweep_row_carries_its_runs_per_problem_correctness``.)"""
+    import json
+
+    from reliability_helpers import annotate_toy, make_train_task
+
+    from stepdistill.io import read_jsonl
+
+    task = make_train_task(tmp_path, train_rows=12, test_rows=8)
+    annotations = annotate_toy(task, tmp_path / "annotations")
+    base = {
+        "task": str(task),
+        "student": str(tiny_causal),
+        "annotations": str(annotations),
+        "max_steps": 2,
+        "batch_size": 4,
+        "learning_rate": 3e-3,
+        "threads": 1,
+        "max_rationale_tokens": 4,
+        "bf16": False,
+    }
+    spec = tmp_path / "sweep.yaml"
+    grid = {"mode": ["standard", "dss"], "seed": [0, 1]}
+    spec.write_text(
+        json.dumps({"name": "e2e", "output_dir": str(tmp_path / "out"), "base": base, "grid": grid})
+    )
+    rows = sweep(spec)
+    assert len(rows) == 4
+    for row in rows:
+        predictions = read_jsonl(
+            tmp_path / "out" / "runs" / row["run_id"] / "predictions" / "test.jsonl"
+        )
+        assert len(predictions) == 8
+        assert row["test_correct"] == "".join("1" if p["correct"] else "0" for p in predictions)
+        assert row["test_correct"].count("1") / 8 == pytest.approx(row["test_accuracy"])
+    assert len({row["test_ids"] for row in rows}) == 1  # every run: the same test problems
+    text = report(tmp_path / "out" / "results.jsonl").read_text()
+    [line] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| distilling step-by-step − standard")
+    ]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[5].startswith("[") and cells[6] != "—"  # a CI and a McNemar p
+    assert cells[7].endswith("of 2")  # two seeds paired

@@ -1,0 +1,98 @@
+"""Paired statistics for the report: what a results row records of its run's test
+predictions, a paired bootstrap over seeds and problems, and the exact McNemar test.
+
+Two runs of a comparison (same seed, same data, two modes) answer the same test
+problems, so they are compared problem by problem. On one problem the difference
+"A right − B right" is +1 (A right, B wrong: one of McNemar's ``b``), −1 (A wrong, B
+right: one of ``c``) or 0, so everything below needs only ``(b, c, n)`` per seed.
+
+Pure functions: numpy and the standard library, no torch, no files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+RESAMPLES = 10_000
+"""Bootstrap resamples; with the fixed ``BOOTSTRAP_SEED`` a report is reproducible."""
+BOOTSTRAP_SEED = 0
+
+
+def ids_digest(ids: Iterable[Any]) -> str:
+    """The first 16 hex digits of the sha256 of the ids joined by newlines: two runs with
+    the same digest were tested on the same problems in the same order."""
+    return hashlib.sha256("\n".join(str(i) for i in ids).encode("utf-8")).hexdigest()[:16]
+
+
+def correctness_record(prediction_rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """What a results row carries of a run's test predictions (``predictions/test.jsonl``,
+    one row per problem in test order): ``test_correct``, a '0'/'1' per problem, and
+    ``test_ids``, the digest of their ids. Problems without a gold label are left out,
+    as the accuracy leaves them out."""
+    labelled = [row for row in prediction_rows if row.get("gold") is not None]
+    return {
+        "test_correct": "".join("1" if row["correct"] else "0" for row in labelled),
+        "test_ids": ids_digest(row["id"] for row in labelled),
+    }
+
+
+def discordant(first: str, second: str) -> tuple[int, int, int]:
+    """``(b, c, n)`` of two ``test_correct`` strings over the same problems: b where only
+    the first is right, c where only the second is, n problems."""
+    if len(first) != len(second):
+        raise ValueError(f"not the same problems: {len(first)} vs {len(second)}")
+    b = sum(x == "1" and y == "0" for x, y in zip(first, second, strict=True))
+    c = sum(x == "0" and y == "1" for x, y in zip(first, second, strict=True))
+    return b, c, len(first)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value: under "no difference" each discordant problem is
+    equally likely to favour either side, so X ~ Binomial(b + c, 1/2) and
+    p = min(1, 2 · P(X ≤ min(b, c))). Integer arithmetic, exact for any counts."""
+    if b < 0 or c < 0:
+        raise ValueError("counts must not be negative")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_difference(counts: Sequence[tuple[int, int, int]]) -> float:
+    """Accuracy difference in points: the mean over seeds of each seed's (b − c) / n
+    (each seed weighs the same, as in the seed-paired mean)."""
+    return 100 * float(np.mean([(b - c) / n for b, c, n in counts]))
+
+
+def paired_bootstrap(
+    counts: Sequence[tuple[int, int, int]],
+    resamples: int = RESAMPLES,
+    level: float = 0.95,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile confidence interval (points) of ``paired_difference`` from a two-stage
+    (cluster) bootstrap: each resample draws the seeds with replacement, then, for each
+    seed drawn, its problems with replacement, independently each time it is drawn.
+
+    Seed-to-seed variation (which runs a seed trains) and problem-to-problem variation
+    (which test problems happen to be in the split) both widen the interval; with one
+    seed only the second is left. Drawing n problems whose differences are +1, −1 or 0
+    with replacement is one multinomial draw of the three counts, so a resample costs
+    O(seeds), not O(problems)."""
+    if not counts:
+        raise ValueError("no pairs")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(counts), size=(resamples, len(counts)))
+    means = np.empty(picks.shape)
+    for index, (b, c, n) in enumerate(counts):
+        drawn = picks == index
+        draws = rng.multinomial(n, [b / n, c / n, (n - b - c) / n], size=int(drawn.sum()))
+        means[drawn] = (draws[:, 0] - draws[:, 1]) / n
+    low, high = np.percentile(100 * means.mean(axis=1), [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
