@@ -31,14 +31,20 @@ class ParserSpec:
     cut_at: list[str] = field(default_factory=lambda: ["\n\nQ:", "\nQ:"])
     """The continuation is cut at the first of these markers (the LLM often runs on
     into an invented next few-shot example)."""
-    pattern: str = r"(?s)^(?P<rationale>.*?)\s*So the answer is:?\s*(?P<label>.+?)\s*\.?\s*$"
+    # Written to run in linear time on any text (no nested or adjacent quantifiers that
+    # can split the same run of spaces many ways): the cut text is already stripped, so
+    # the label needs no trailing ``\s*``; ``(?<!\s)`` starts the spaces before the
+    # marker only at the first of them, and ``\s*+`` never gives spaces back.
+    pattern: str = r"(?s)^(?P<rationale>.*?)(?<!\s)\s*+So the answer is:?\s*+(?P<label>.+?)\.?$"
     """Regular expression with named groups ``rationale`` and ``label`` (optionally
     ``letter`` for multiple choice), searched in the cut text."""
 
     def __post_init__(self) -> None:
+        import regex
+
         try:
-            compiled = re.compile(self.pattern)
-        except re.error as error:
+            compiled = regex.compile(self.pattern, flags=regex.VERSION0)
+        except (regex.error, TypeError) as error:
             raise TaskError(f"parser pattern is not a valid regular expression: {error}") from None
         if "label" not in compiled.groupindex:
             raise TaskError("parser pattern needs a named group (?P<label>...)")
