@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from .tasks import load_yaml
 
 # USD per 1M tokens (list prices when written; check your provider's page).
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
@@ -30,7 +30,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, float]]:
     if path is None:
         return prices
     text = Path(path).read_text(encoding="utf-8")
-    loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    loaded = json.loads(text) if str(path).endswith(".json") else load_yaml(text)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: a price table maps model names to {{prompt: X, completion: Y}}")
     for model, entry in loaded.items():

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .annotate import annotate, load_annotations
 from .config import TrainConfig
-from .data import Example, load_splits
+from .data import Example, load_splits, require_splits
 from .encode import (
     LABEL,
     LABEL_PREFIX,
@@ -609,6 +609,7 @@ def train(
         torch.set_num_threads(config.threads)
     task = load_task(config.task)
     splits = load_splits(task, config.data_dir)
+    require_splits(task, splits, ("train", "valid", "test"))
     with processes.main_first():  # rank 0 annotates (if needed) before the others read
         annotations = prepare_annotations(config, task)
     extra = extra_examples(config, task)

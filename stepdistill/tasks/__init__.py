@@ -216,7 +216,20 @@ def normalize_label(label: str, how: str) -> str:
 
 
 class _TaskLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans only: a label set ``[yes, no]`` stays two strings."""
+    """YAML 1.2 booleans only: a label set ``[yes, no]`` stays two strings. Aliases
+    (``*name``) are refused: a "billion laughs" file of nested aliases is a few hundred
+    bytes that expand to gigabytes, and no task needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed in task files",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _TaskLoader.yaml_implicit_resolvers = {
@@ -226,6 +239,12 @@ _TaskLoader.yaml_implicit_resolvers = {
 _TaskLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as task files are read (safe, YAML 1.2 booleans, no aliases), for other
+    files a user may be handed (price tables)."""
+    return yaml.load(text, Loader=_TaskLoader)  # noqa: S506 - a safe loader
 
 
 def builtin_names() -> list[str]:

@@ -9,6 +9,7 @@ feature of any backend: ``store.CachingTeacher`` wraps whichever one is chosen.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -83,4 +84,11 @@ def load_teacher(name: str, task: Task, **options: Any) -> Teacher:
         raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(teacher_names())}")
     module_name, class_name = BACKENDS[backend].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
+    parameters = inspect.signature(cls).parameters
+    known = set(parameters) - {"task"}
+    unknown = sorted(set(options) - known)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(
+            f"teacher {name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     return cls(task=task, **{**preset, **options})
