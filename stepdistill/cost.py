@@ -91,8 +91,9 @@ class Budget:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reserve(self, request: object, prompt_tokens: int, completion_tokens: int) -> bool:
-        """Hold a request's most before it starts; False (and the budget is spent) when
-        spending it could pass a limit."""
+        """Hold a request's most before it starts; False when spending it could pass a
+        limit. With nothing else held that means the budget is spent (``stopped`` says
+        so); otherwise the caller may wait for the requests in flight to settle."""
         with self._lock:
             held_prompt = sum(p for p, _ in self.reserved.values()) + prompt_tokens
             held_completion = sum(c for _, c in self.reserved.values()) + completion_tokens
@@ -103,11 +104,16 @@ class Budget:
                 self.model,
                 self.prices,
             )
-            if self.max_tokens is not None and tokens > self.max_tokens:
-                self._hit = self._hit or "tokens"
-                return False
-            if self.max_cost is not None and cost > self.max_cost:
-                self._hit = self._hit or "cost"
+            over = (
+                "tokens"
+                if self.max_tokens is not None and tokens > self.max_tokens
+                else "cost"
+                if self.max_cost is not None and cost > self.max_cost
+                else None
+            )
+            if over is not None:
+                if not self.reserved:
+                    self._hit = self._hit or over
                 return False
             self.reserved[id(request)] = (prompt_tokens, completion_tokens)
             return True

@@ -301,11 +301,10 @@ class OpenAITeacher:
             for request in requests:
                 if not await slot():
                     break
-                if self.budget is not None and not self.budget.reserve(
-                    request, count_tokens(request.prompt, self._tokenizer), self.max_tokens
-                ):
-                    # Its most could pass a limit: start nothing more (the requests in
-                    # flight were counted at their most, so the limit holds).
+                if not await self._reserve(request, answers):
+                    # Its most could pass a limit even with nothing else in flight:
+                    # start nothing more. (Requests in flight are held at their most, so
+                    # the limit holds.)
                     semaphore.release()
                     answers.draining.set()
                     break
@@ -319,6 +318,18 @@ class OpenAITeacher:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
+
+    async def _reserve(self, request: Request, answers: Answers) -> bool:
+        """Hold the request's most in the budget, waiting while requests in flight may
+        still settle below their most; False once it cannot fit."""
+        if self.budget is None:
+            return True
+        prompt_tokens = count_tokens(request.prompt, self._tokenizer)
+        while not self.budget.reserve(request, prompt_tokens, self.max_tokens):
+            if self.budget.stopped is not None or answers.draining.is_set():
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _ask(
         self,
