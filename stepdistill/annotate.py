@@ -98,6 +98,8 @@ def annotate(
         if estimate:
             return estimate_cost(task, backend, requests, price_table, model)
         budget = Budget(model, price_table, max_cost=max_cost, max_tokens=max_tokens)
+        # A backend that runs requests concurrently counts those in flight against it.
+        backend.budget = budget
         summary: dict[str, Any] = {
             "task": task.name,
             "teacher": teacher_name,
@@ -187,7 +189,7 @@ def annotate_requests(
             )
             bar.update(1)
             if budget is not None and not completion.cached:
-                budget.add(completion.usage)
+                budget.add(completion.usage, request)
                 bar.set_postfix(tokens=budget.tokens, cost=f"${budget.cost:.4f}", refresh=False)
                 if budget.exhausted():
                     break
@@ -202,7 +204,7 @@ def annotate_requests(
         request = completion.request
         by_key[(request.example.id, request.sample)] = rationale_row(task, completion, with_sample)
         if budget is not None and not completion.cached:
-            budget.add(completion.usage)
+            budget.add(completion.usage, request)
     # Keep the split's order whatever order the backend answered in.
     return [by_key[key] for key in ((r.example.id, r.sample) for r in requests) if key in by_key]
 

@@ -221,6 +221,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_input_chars=args.max_input_chars,
         max_body_bytes=args.max_body_bytes,
         max_tokens=args.max_tokens,
+        request_timeout_s=args.request_timeout,
+        allow_public_without_key=args.allow_public_without_key,
     )
     serve(
         args.run_dir,
@@ -370,7 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
-        "--api-key", help="require 'Authorization: Bearer KEY' (default $STEPDISTILL_API_KEY)"
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' (default $STEPDISTILL_API_KEY; prefer the "
+        "variable: a flag is visible to every user of the machine in ps)",
+    )
+    p.add_argument(
+        "--allow-public-without-key",
+        action="store_true",
+        help="serve on a non-loopback --host without an API key (refused otherwise)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a request may take before 504 (waiting work is then dropped)",
     )
     p.add_argument(
         "--model-name", help="model id reported by /v1/models (default: the folder name)"

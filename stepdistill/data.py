@@ -11,6 +11,7 @@ import os
 import random
 import re
 import string
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,25 +63,68 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     )
 
 
+ALLOWED_DIRS_ENV = "STEPDISTILL_ALLOWED_DIRS"
+"""Folders (separated by ``os.pathsep``) that a task file may read data from besides its
+own folder and the benchmark data folder: set by the user, never by a task file."""
+
+MAX_EXPANDED_NAMES = 10_000
+"""Most file names one ``{a..b}`` pattern may expand to (a hostile ``{0..99999999}``
+would otherwise build a list of 10^8 names)."""
+
+
 def expand_path(template: str, task: Task, data: Path | None) -> Path:
+    """The file a task names. A task file may only point inside its own folder (or, with
+    ``{data}``, the benchmark data folder): ``../../etc/passwd``, absolute paths and
+    symlinks that lead elsewhere are refused unless the user lists the folder in
+    ``$STEPDISTILL_ALLOWED_DIRS``, so a shared task file cannot quietly copy any readable
+    file into annotations or a run."""
     if template.startswith("hf:"):
         return Path(template)
     if "{data}" in template:
         if data is None:
             raise DataError(f"task {task.name} needs the benchmark data folder")
-        return Path(template.replace("{data}", str(data)))
-    path = Path(template)
-    return path if path.is_absolute() else task.base_dir / path
+        path, root = Path(template.replace("{data}", str(data))), data
+    else:
+        path, root = Path(template), task.base_dir
+        path = path if path.is_absolute() else root / path
+    _check_inside(path, root, task)
+    return path
+
+
+def _check_inside(path: Path, root: Path, task: Task) -> None:
+    resolved = path.resolve()  # follows symlinks: a link out of the folder is out
+    allowed = [root] + [
+        Path(d) for d in os.environ.get(ALLOWED_DIRS_ENV, "").split(os.pathsep) if d
+    ]
+    if any(resolved.is_relative_to(folder.resolve()) for folder in allowed):
+        return
+    raise DataError(
+        f"{task.source or 'task ' + task.name}: file {str(path)!r} is outside the task's folder "
+        f"{str(root.resolve())!r}; refused. To allow it, add its folder to ${ALLOWED_DIRS_ENV}."
+    )
 
 
 def expand_braces(template: str) -> list[str]:
-    """``train_CoT_{0..2}.json`` -> three names (shell-style numeric ranges)."""
-    match = re.search(r"\{(\d+)\.\.(\d+)\}", template)
+    """``train_CoT_{0..2}.json`` -> three names (shell-style numeric ranges), at most
+    ``MAX_EXPANDED_NAMES`` in all."""
+    ranges = re.findall(r"\{(\d{1,9})\.\.(\d{1,9})\}", template)
+    count = 1
+    for start, end in ranges:
+        count *= max(0, int(end) - int(start) + 1)
+        if count > MAX_EXPANDED_NAMES:
+            raise DataError(
+                f"{template!r} expands to more than {MAX_EXPANDED_NAMES} file names; refused"
+            )
+    return _expand(template)
+
+
+def _expand(template: str) -> list[str]:
+    match = re.search(r"\{(\d{1,9})\.\.(\d{1,9})\}", template)
     if not match:
         return [template]
     start, end = int(match.group(1)), int(match.group(2))
     head, tail = template[: match.start()], template[match.end() :]
-    return [name for i in range(start, end + 1) for name in expand_braces(f"{head}{i}{tail}")]
+    return [name for i in range(start, end + 1) for name in _expand(f"{head}{i}{tail}")]
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -258,7 +302,8 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             header = next(reader, None)
             if not header:
                 raise DataError(f"{path}:1: empty CSV file (a header row is required)")
-            duplicates = sorted({name for name in header if header.count(name) > 1})
+            # Counted once (not header.count per column: quadratic on a 40k-column header).
+            duplicates = sorted(name for name, n in Counter(header).items() if n > 1)
             if duplicates:
                 raise DataError(f"{path}:1: duplicate column(s) {duplicates} in the header")
             start = reader.line_num + 1
@@ -405,6 +450,25 @@ def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Ex
         for example in splits["valid"]:
             example.split = "valid"
     return splits
+
+
+def declared_splits(task: Task) -> set[str]:
+    """The splits ``load_splits`` gives a task, read from its definition alone."""
+    return set(task.files) | ({"valid"} if task.validation else set())
+
+
+def require_splits(
+    task: Task, splits: dict[str, list[Example]] | set[str], needed: tuple[str, ...]
+) -> None:
+    """A one-line error (not a KeyError later) when a task lacks a split a stage needs
+    (``splits``: the loaded splits, or ``declared_splits(task)`` before loading)."""
+    missing = [name for name in needed if name not in splits]
+    if missing:
+        raise DataError(
+            f"{task.source or 'task ' + task.name}: no {' or '.join(missing)} split; this stage "
+            f"needs {', '.join(needed)} (name the file under files:, or carve validation with "
+            "validation: {from: train, fraction: 0.1})"
+        )
 
 
 def load_hub_split(spec: str) -> list[dict[str, Any]]:

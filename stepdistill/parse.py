@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import regex
 
 from .tasks import Task, normalize_label
 
@@ -12,6 +14,19 @@ OK = "ok"
 UNPARSEABLE = "unparseable"
 INVALID_LABEL = "invalid_label"
 EMPTY = "empty"
+TIMEOUT = "pattern_timeout"
+
+PATTERN_TIMEOUT_S = 1.0
+"""Time limit of one pattern search. The built-in patterns run in linear time (a test
+times them on hostile text); a user's pattern may backtrack exponentially ("(a+)+"),
+so every search runs under the ``regex`` package's timeout and a continuation that
+hits it is reported as ``pattern_timeout``, never left to run for minutes."""
+
+
+@lru_cache(maxsize=64)
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    # VERSION0: the semantics of the standard library's ``re``, which task files assume.
+    return regex.compile(pattern, flags=regex.VERSION0)
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,10 @@ def parse_continuation(raw: str | None, task: Task, choices: list[str] | None = 
     if raw is None or not raw.strip():
         return Parsed(EMPTY, None, None)
     text = cut(raw, task.parser.cut_at).strip()
-    match = re.search(task.parser.pattern, text)
+    try:
+        match = compile_pattern(task.parser.pattern).search(text, timeout=PATTERN_TIMEOUT_S)
+    except TimeoutError:
+        return Parsed(TIMEOUT, None, None)
     if match is None:
         return Parsed(UNPARSEABLE, None, None)
     groups = match.groupdict()

@@ -12,13 +12,19 @@ from typing import Any
 from .annotate import annotate
 from .annotations import default_folder, has_annotations
 from .config import TrainConfig
+from .data import declared_splits, require_splits
 from .tasks import Task, load_task
 from .train import train
 
 
+TRAINING_SPLITS = ("train", "valid", "test")
+
+
 def ensure_annotations(config: TrainConfig, task: Task) -> Path:
     """The folder of the teacher's rationale dataset; made with ``config.teacher`` when no
-    folder was given and the default one does not exist yet."""
+    folder was given and the default one does not exist yet (after checking that the
+    task has the splits training needs: nothing is asked of a teacher in vain)."""
+    require_splits(task, declared_splits(task), TRAINING_SPLITS)
     directory = (
         Path(config.annotations) if config.annotations else default_folder(task, config.teacher)
     )

@@ -40,7 +40,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import Batcher, QueueFull
+from .batching import Batcher, Expired, QueueFull, ShuttingDown
 from .data import DataError
 from .student import Student
 
@@ -71,6 +71,27 @@ class ServeSettings:
     """Inputs per model call when batching."""
     max_queue: int = 1024
     """Requests waiting beyond this get 503."""
+    max_queue_inputs: int = 8192
+    """Inputs waiting (over all requests) beyond this get 503."""
+    max_queue_chars: int = 32_000_000
+    """Characters of input waiting (over all requests) beyond this get 503."""
+    request_timeout_s: float = 120.0
+    """A request not answered within this many seconds gets 504; if it is still waiting
+    for the model it is dropped unrun (as is the request of a client that disconnects)."""
+    header_timeout_s: float = 10.0
+    """A connection that has not sent a complete request head this long after it opened
+    (or after its last response) is closed: idle sockets cannot pile up."""
+    body_timeout_s: float = 30.0
+    """A request body not received within this many seconds gets 408."""
+    keep_alive_s: float = 5.0
+    """Idle keep-alive connections are closed after this many seconds."""
+    max_connections: int = 1000
+    """Connections and requests at once; beyond it uvicorn answers 503 (capped below the
+    process's file-descriptor limit)."""
+    shutdown_timeout_s: float = 5.0
+    """On SIGTERM, requests still running after this many seconds are cancelled."""
+    allow_public_without_key: bool = False
+    """Serve on a non-loopback address without an API key (refused otherwise)."""
 
 
 class ApiError(Exception):
@@ -160,6 +181,8 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         wait_ms=settings.batch_wait_ms,
         max_batch_items=settings.max_batch_items,
         max_queue=settings.max_queue,
+        max_queue_items=settings.max_queue_inputs,
+        max_queue_size=settings.max_queue_chars,
     )
 
     @asynccontextmanager
@@ -170,7 +193,12 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
     app = FastAPI(title="stepdistill student", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.student = student
-    app.add_middleware(Guard, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        api_key=settings.api_key,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -195,14 +223,48 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
             "not_found_error" if error.status_code == 404 else "invalid_request_error",
         )
 
-    async def run(kind: str, option: Any, items: list[Any]) -> list[Any]:
+    async def run(kind: str, option: Any, items: list[Any], request: Request) -> list[Any]:
+        deadline = time.monotonic() + settings.request_timeout_s
         try:
-            future = batcher.submit((kind, option), items)
-        except QueueFull as error:
+            future = batcher.submit(
+                (kind, option), items, size=sum(len(str(i)) for i in items), deadline=deadline
+            )
+        except (QueueFull, ShuttingDown) as error:
             raise ApiError(503, str(error), "server_busy") from None
-        return await asyncio.wrap_future(future)
+        waiting = asyncio.wrap_future(future)
+        try:
+            # Poll for a client that went away: its job is then dropped before the model
+            # runs it (a non-streaming handler is not cancelled by the server on its own).
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=0.25)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    raise ApiError(499, "client disconnected", "client_closed_request")
+                if time.monotonic() > deadline:
+                    raise ApiError(
+                        504,
+                        f"no answer within {settings.request_timeout_s:g} s; retry later",
+                        "timeout",
+                    )
+            return waiting.result()
+        except Expired:
+            raise ApiError(
+                504, f"no answer within {settings.request_timeout_s:g} s; retry later", "timeout"
+            ) from None
+        except ShuttingDown as error:
+            raise ApiError(503, str(error), "server_busy") from None
+        finally:
+            future.cancel()  # unrun: dropped; running or done: no effect
 
     def check_length(texts: list[str], what: str) -> None:
+        for index, text in enumerate(texts):
+            if not is_valid_text(text):
+                raise ApiError(
+                    400,
+                    f"{what} {index} holds a lone UTF-16 surrogate (an invalid \\u escape); send valid Unicode text",
+                    param=what,
+                )
         if len(texts) > settings.max_inputs:
             raise ApiError(
                 400,
@@ -228,14 +290,14 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         return budget
 
     async def answer(
-        prompts: list[str], max_tokens: int | None, default_tokens: int
+        prompts: list[str], max_tokens: int | None, default_tokens: int, request: Request
     ) -> list[tuple[str, str]]:
         """(text, finish_reason) per prompt: the student's label for a run, a continuation otherwise."""
         if student.is_run:
-            predictions = await run("predict", False, prompts)
+            predictions = await run("predict", False, prompts, request)
             return [(p.label or p.raw, "stop") for p in predictions]
         budget = token_budget(max_tokens, default_tokens)
-        texts = await run("complete", budget, prompts)
+        texts = await run("complete", budget, prompts, request)
         return [
             (text, "length" if student.count_tokens(text) >= budget else "stop") for text in texts
         ]
@@ -254,24 +316,27 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         }
 
     @app.post("/v1/predict")
-    async def predict(body: PredictRequest) -> dict[str, Any]:
+    async def predict(body: PredictRequest, request: Request) -> dict[str, Any]:
         try:
             texts = [student.format(item, f"inputs[{i}]") for i, item in enumerate(body.inputs)]
         except DataError as error:
             raise ApiError(400, str(error), param="inputs") from None
         check_length(texts, "input")
-        predictions = await run("predict", body.rationale, texts)
+        predictions = await run("predict", body.rationale, texts, request)
         return {"model": name, "predictions": [p.as_dict() for p in predictions]}
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> JSONResponse | StreamingResponse:
+    async def completions(
+        body: CompletionRequest, request: Request
+    ) -> JSONResponse | StreamingResponse:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             raise ApiError(400, "prompt must not be empty", param="prompt")
         check_length(prompts, "prompt")
+        check_stop(body.stop)
         results = [
             cut_at_stop(text, reason, body.stop)
-            for text, reason in await answer(prompts, body.max_tokens, 16)
+            for text, reason in await answer(prompts, body.max_tokens, 16, request)
         ]
         ident, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         usage = make_usage(student, prompts, [text for text, _ in results])
@@ -295,7 +360,7 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         )
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> JSONResponse | StreamingResponse:
+    async def chat(body: ChatRequest, request: Request) -> JSONResponse | StreamingResponse:
         if student.is_run:
             # The student answers one task input: the last user message.
             users = [m.text() for m in body.messages if m.role == "user"]
@@ -309,9 +374,11 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
                 [{"role": m.role, "content": m.text()} for m in body.messages]
             )
         check_length([prompt], "message")
+        check_stop(body.stop)
         requested = body.max_completion_tokens or body.max_tokens
         [(text, reason)] = [
-            cut_at_stop(t.strip(), r, body.stop) for t, r in await answer([prompt], requested, 256)
+            cut_at_stop(t.strip(), r, body.stop)
+            for t, r in await answer([prompt], requested, 256, request)
         ]
         ident, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         usage = make_usage(student, [prompt], [text])
@@ -371,6 +438,22 @@ def describe_validation(errors: Any) -> str:
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def is_valid_text(text: str) -> bool:
+    """False for text with a lone surrogate ("\\ud800" is valid JSON but not Unicode
+    text): the tokenizer fails on it, so it is refused with 400 before batching."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_stop(stop: str | list[str] | None) -> None:
+    stops = [stop] if isinstance(stop, str) else stop or []
+    if not all(is_valid_text(s) for s in stops):
+        raise ApiError(400, "stop holds a lone UTF-16 surrogate", param="stop")
 
 
 def cut_at_stop(text: str, reason: str, stop: str | list[str] | None) -> tuple[str, str]:
@@ -454,8 +537,11 @@ class Guard:
     """ASGI middleware run before routing: the bearer token (all routes but /health)
     and the body size limit (the body is read here, so an oversized one is never parsed)."""
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: Any, api_key: str | None, max_body_bytes: int, body_timeout_s: float = 30.0
+    ) -> None:
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -463,15 +549,22 @@ class Guard:
             return
         headers = dict(scope.get("headers") or [])
         if self.api_key and scope.get("path") != "/health":
-            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            given = [v for k, v in scope.get("headers") or [] if k == b"authorization"]
+            if len(given) > 1:  # which one counts would depend on the proxy: refuse both
+                await error_response(
+                    400, "more than one Authorization header", "authentication_error"
+                )(scope, receive, send)
+                return
+            # Compared as bytes: a UTF-8 client sends a non-ASCII key as UTF-8 bytes.
+            scheme, _, token = (given[0] if given else b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
                 await error_response(
                     401,
                     "missing API key: send the header 'Authorization: Bearer <key>'",
                     "authentication_error",
                 )(scope, receive, send)
                 return
-            if not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            if not hmac.compare_digest(token.strip(), self.api_key.encode("utf-8")):
                 await error_response(401, "invalid API key", "authentication_error")(
                     scope, receive, send
                 )
@@ -482,15 +575,21 @@ class Guard:
             await error_response(413, too_large)(scope, receive, send)
             return
         body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_body_bytes:
-                await error_response(413, too_large)(scope, receive, send)
-                return
+        try:
+            async with asyncio.timeout(self.body_timeout_s):  # a body sent a byte a second
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_body_bytes:
+                        await error_response(413, too_large)(scope, receive, send)
+                        return
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout_s:g} s"
+            await error_response(408, message)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Any:
@@ -501,6 +600,67 @@ class Guard:
             return await receive()  # after the body: wait for the disconnect as usual
 
         await self.app(scope, replay, send)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def uvicorn_config(app: Any, settings: ServeSettings, host: str, port: int = 0) -> Any:
+    """uvicorn's settings for ``app``: bounded connections, idle sockets closed, a prompt
+    shutdown (``serve`` and the tests use the same)."""
+    import resource
+
+    import uvicorn
+
+    # More descriptors where the hard limit allows, and never more connections than
+    # descriptors: past the limit uvicorn answers 503 instead of failing to accept.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+            soft = max(soft, wanted)
+        except (ValueError, OSError):
+            pass
+    limit = max(8, min(settings.max_connections, soft - 64))
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=head_timeout_protocol(settings.header_timeout_s),
+        limit_concurrency=limit,
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
+
+
+def head_timeout_protocol(seconds: float) -> type:
+    """uvicorn's HTTP protocol, closing a connection that sends no complete request head
+    within ``seconds`` of opening or of its last response (uvicorn times out only idle
+    keep-alive connections, not one that never sends a request or trickles its head)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class Protocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_timer()
+
+        def _arm_head_timer(self) -> None:
+            waiting_after = self.cycle  # a new request head replaces the cycle
+
+            def expire() -> None:
+                if self.cycle is waiting_after and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.loop.call_later(seconds, expire)
+
+    return Protocol
 
 
 def serve(
@@ -517,7 +677,12 @@ def serve(
     settings = settings or ServeSettings()
     if settings.api_key is None:
         settings.api_key = os.environ.get(API_KEY_ENV) or None
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+    if host not in LOOPBACK and not settings.api_key:
+        if not settings.allow_public_without_key:
+            raise ValueError(
+                f"refusing to serve on {host} without an API key: anyone who can reach it could "
+                f"use it. Set ${API_KEY_ENV} (or pass --allow-public-without-key)"
+            )
         print(
             f"warning: serving on {host} without an API key: anyone who can reach it can use it",
             flush=True,
@@ -529,4 +694,4 @@ def serve(
         f"serving {name} ({'run' if student.is_run else 'model'}) on http://{host}:{port}  (auth: {'on' if settings.api_key else 'off'})",
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, settings, host, port)).run()

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .annotations import load_annotations
 from .checkpoint import remove_checkpoints, restore_state, save_checkpoint
 from .config import TrainConfig
-from .data import Example, load_splits
+from .data import Example, load_splits, require_splits
 from .encode import is_seq2seq, plain_lm_head
 from .inference import for_inference, predict
 from .io import new_run_dir, write_json, write_jsonl
@@ -200,6 +200,7 @@ def train(
     mode = get_mode(config.mode)
     task = task or load_task(config.task)
     splits = load_splits(task, config.data_dir)
+    require_splits(task, splits, ("train", "valid", "test"))
     folder = annotations_folder(config, task) if needs_annotations(config) else None
     annotations = load_annotations(folder, "train") if folder else {}
     extra = extra_examples(config)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from stepdistill.serve import ServeSettings, create_app
+from stepdistill.serve import ServeSettings, create_app, uvicorn_config
 from stepdistill.student import Student
 
 
@@ -29,11 +29,13 @@ def running_server(student: Student, settings: ServeSettings | None = None) -> I
     """A uvicorn server serving ``student`` on a free loopback port; stopped afterwards."""
     import uvicorn
 
+    settings = settings or ServeSettings()
     app = create_app(student, settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; no race with other tests
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # The same uvicorn settings as `stepdistill serve` (connection limits, timeouts).
+    server = uvicorn.Server(uvicorn_config(app, settings, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

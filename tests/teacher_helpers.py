@@ -152,6 +152,42 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 # Promise more bytes than sent, then drop the connection.
                 self.send(200, b'{"id": "x", "choi', length=400)
                 self.close_connection = True
+            elif fault == "trickle":
+                # A valid answer sent a byte at a time, 0.1 s apart: no single read
+                # waits long, so only a deadline on the whole attempt stops it.
+                body = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "text_completion",
+                        "created": 0,
+                        "model": "m",
+                        "choices": [{"index": 0, "text": " " * 200, "finish_reason": "stop"}],
+                    }
+                ).encode()
+                self.send(200, b"", length=len(body))
+                try:
+                    for byte in body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+                self.close_connection = True
+            elif fault == "huge-no-usage":
+                text = "x" * 3_000_000  # a 3 MB answer and no usage
+                choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+                self.send(
+                    200,
+                    json.dumps(
+                        {
+                            "id": "x",
+                            "object": "text_completion",
+                            "created": 0,
+                            "model": "m",
+                            "choices": [choice],
+                        }
+                    ).encode(),
+                )
             elif fault == "slow":
                 time.sleep(1.0)  # past the client's timeout
                 self.send(500, b'{"error": {"message": "too late"}}')

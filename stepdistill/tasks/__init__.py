@@ -31,14 +31,20 @@ class ParserSpec:
     cut_at: list[str] = field(default_factory=lambda: ["\n\nQ:", "\nQ:"])
     """The continuation is cut at the first of these markers (the LLM often runs on
     into an invented next few-shot example)."""
-    pattern: str = r"(?s)^(?P<rationale>.*?)\s*So the answer is:?\s*(?P<label>.+?)\s*\.?\s*$"
+    # Written to run in linear time on any text (no nested or adjacent quantifiers that
+    # can split the same run of spaces many ways): the cut text is already stripped, so
+    # the label needs no trailing ``\s*``; ``(?<!\s)`` starts the spaces before the
+    # marker only at the first of them, and ``\s*+`` never gives spaces back.
+    pattern: str = r"(?s)^(?P<rationale>.*?)(?<!\s)\s*+So the answer is:?\s*+(?P<label>.+?)\.?$"
     """Regular expression with named groups ``rationale`` and ``label`` (optionally
     ``letter`` for multiple choice), searched in the cut text."""
 
     def __post_init__(self) -> None:
+        import regex
+
         try:
-            compiled = re.compile(self.pattern)
-        except re.error as error:
+            compiled = regex.compile(self.pattern, flags=regex.VERSION0)
+        except (regex.error, TypeError) as error:
             raise TaskError(f"parser pattern is not a valid regular expression: {error}") from None
         if "label" not in compiled.groupindex:
             raise TaskError("parser pattern needs a named group (?P<label>...)")
@@ -210,7 +216,20 @@ def normalize_label(label: str, how: str) -> str:
 
 
 class _TaskLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans only: a label set ``[yes, no]`` stays two strings."""
+    """YAML 1.2 booleans only: a label set ``[yes, no]`` stays two strings. Aliases
+    (``*name``) are refused: a "billion laughs" file of nested aliases is a few hundred
+    bytes that expand to gigabytes, and no task needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed in task files",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _TaskLoader.yaml_implicit_resolvers = {
@@ -220,6 +239,12 @@ _TaskLoader.yaml_implicit_resolvers = {
 _TaskLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as task files are read (safe, YAML 1.2 booleans, no aliases), for other
+    files a user may be handed (price tables)."""
+    return yaml.load(text, Loader=_TaskLoader)  # noqa: S506 - a safe loader
 
 
 def builtin_names() -> list[str]:

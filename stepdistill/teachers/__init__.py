@@ -9,6 +9,7 @@ feature of any backend: ``store.CachingTeacher`` wraps whichever one is chosen.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,9 @@ class Teacher:
     retries: int | None = None
     """Attempts repeated so far (after a 429, 5xx, timeout ...); None: it never retries."""
 
+    budget: Any = None
+    """The run's ``cost.Budget``, set by ``annotate``: a backend that asks several requests
+    at once reserves each one's most in it before asking, so the cap holds."""
     identity: dict[str, Any] | None = None
     """A JSON-able dict of what decides its output (model, generation parameters), never
     a key or endpoint: the response store's cache key. None: its name stands for it."""
@@ -107,6 +111,13 @@ def load_teacher(name: str, task: Task, data: Any = None, **options: Any) -> Tea
         raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(teacher_names())}")
     module_name, class_name = BACKENDS[backend].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
+    parameters = inspect.signature(cls).parameters
+    known = set(parameters) - {"task"}
+    unknown = sorted(set(options) - known)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(
+            f"teacher {name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     if cls.reads_data:
         options = {"data": data, **options}
     return cls(task=task, **{**preset, **options})

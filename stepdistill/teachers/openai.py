@@ -23,11 +23,15 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..cost import count_tokens
 from ..tasks import Task
 from . import Completion, Request, Teacher
 
 STYLES = ("chat", "completions")
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is a server bug, not a plan
+CHARS_PER_TOKEN_MAX = 32
+"""An answer longer than ``max_tokens`` x this many characters cannot be ``max_tokens``
+tokens: it is refused (a hostile or broken server), not stored or counted at its length."""
 
 
 class RateLimiter:
@@ -85,10 +89,12 @@ def is_retryable(error: BaseException) -> bool:
 
     if isinstance(error, openai.APIStatusError):
         return error.status_code in (408, 409, 429) or error.status_code >= 500
-    # Timeouts and dropped connections; a body that is not JSON or not a completion.
+    # Timeouts (the client's per read, ours per attempt) and dropped connections; a body
+    # that is not JSON or not a completion.
     return isinstance(
         error,
-        openai.APIConnectionError
+        TimeoutError
+        | openai.APIConnectionError
         | openai.APIResponseValidationError
         | MalformedResponse
         | ValueError,
@@ -164,6 +170,7 @@ class OpenAITeacher(Teacher):
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         timeout: float = 60.0,
+        deadline: float = 600.0,
         max_retries: int = 6,
         max_wait: float = 60.0,
         system: str | None = None,
@@ -187,6 +194,12 @@ class OpenAITeacher(Teacher):
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.timeout = float(timeout)
+        """Seconds one attempt may take in all (not per read: a server sending a byte a
+        second is cut off at this time)."""
+        self.deadline = float(deadline)
+        """Seconds one request may take with all its retries and waits."""
+        self.budget: Any = None
+        """A ``cost.Budget`` (set by annotate): requests start only while it allows."""
         self.max_retries = int(max_retries)
         self.max_wait = float(max_wait)
         self.system = system
@@ -288,6 +301,13 @@ class OpenAITeacher(Teacher):
             for request in requests:
                 if not await slot():
                     break
+                if not await self._reserve(request, answers):
+                    # Its most could pass a limit even with nothing else in flight:
+                    # start nothing more. (Requests in flight are held at their most, so
+                    # the limit holds.)
+                    semaphore.release()
+                    answers.draining.set()
+                    break
                 task = asyncio.create_task(one(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -298,6 +318,18 @@ class OpenAITeacher(Teacher):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
+
+    async def _reserve(self, request: Request, answers: Answers) -> bool:
+        """Hold the request's most in the budget, waiting while requests in flight may
+        still settle below their most; False once it cannot fit."""
+        if self.budget is None:
+            return True
+        prompt_tokens = count_tokens(request.prompt, self._tokenizer)
+        while not self.budget.reserve(request, prompt_tokens, self.max_tokens):
+            if self.budget.stopped is not None or answers.draining.is_set():
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _ask(
         self,
@@ -334,20 +366,35 @@ class OpenAITeacher(Teacher):
             self.retries += 1
 
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retryable),
-                wait=wait,
-                # A stopped run (budget reached) lets a request finish but retries nothing.
-                stop=stop_any(
-                    stop_after_attempt(self.max_retries + 1),
-                    lambda _: draining is not None and draining.is_set(),
-                ),
-                before_sleep=count_retry,
-                reraise=False,
-            ):
-                with attempt:
-                    text, usage = await self._call(client, request)
+            async with asyncio.timeout(self.deadline):
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(is_retryable),
+                    wait=wait,
+                    # A stopped run (budget reached) lets a request finish but retries nothing.
+                    stop=stop_any(
+                        stop_after_attempt(self.max_retries + 1),
+                        lambda _: draining is not None and draining.is_set(),
+                    ),
+                    before_sleep=count_retry,
+                    reraise=False,
+                ):
+                    with attempt:
+                        text, usage = await asyncio.wait_for(
+                            self._call(client, request), self.timeout
+                        )
+            if len(text) > self.max_tokens * CHARS_PER_TOKEN_MAX:
+                # Counted as the server reported it (or, estimated, at most max_tokens).
+                return Completion(
+                    request,
+                    None,
+                    error=f"answer too long: {len(text)} characters for max_tokens={self.max_tokens}",
+                    usage=usage,
+                )
             return Completion(request, text, usage=usage)
+        except TimeoutError:
+            return Completion(
+                request, None, error=f"deadline: no answer within {self.deadline:g} s"
+            )
         except RetryError as error:
             last = error.last_attempt.exception()
             return Completion(
@@ -390,13 +437,12 @@ class OpenAITeacher(Teacher):
                 "completion_tokens": int(usage.completion_tokens or 0),
             }
         else:
-            from ..cost import count_tokens
-
             # No usage reported (some servers): count, and say whether it is exact.
             tokenizer = self._tokenizer  # loaded before the run; never load in the loop
             counts = {
                 "prompt_tokens": count_tokens(request.prompt, tokenizer),
-                "completion_tokens": count_tokens(text, tokenizer),
+                # At most max_tokens: the server was asked for no more.
+                "completion_tokens": min(count_tokens(text, tokenizer), self.max_tokens),
                 **({} if tokenizer is not None else {"estimated": 1}),
             }
         return text, counts

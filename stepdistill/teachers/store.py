@@ -271,6 +271,14 @@ class CachingTeacher(Teacher):
     def retries(self) -> int | None:  # type: ignore[override]
         return self.backend.retries
 
+    @property  # type: ignore[override]
+    def budget(self) -> Any:
+        return self.backend.budget
+
+    @budget.setter
+    def budget(self, value: Any) -> None:
+        self.backend.budget = value
+
     def tokenizer(self) -> Any:
         return self.backend.tokenizer()
 
