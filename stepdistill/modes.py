@@ -203,12 +203,16 @@ def get_mode(name: str) -> Mode:
         raise ModeError(f"unknown mode {name!r}; choose one of {', '.join(MODES)}") from None
 
 
-def variant(mode: str, label_source: str) -> str:
-    """A mode's name, with the label source where the mode lets the config choose it and
-    it is not gold (``dss-teacher``): what a results table calls a row."""
+def variant(mode: str, label_source: str, rationale_filter: bool = False) -> str:
+    """What a results table calls a run: the mode's name, with the label source where the
+    mode lets the config choose it and it is not gold (``dss-teacher``), and ``-filtered``
+    when only rationales whose teacher label is right were trained on."""
+    name = mode
     if MODES[mode].labels == "config" and label_source != "gold":
-        return f"{mode}-{label_source}"
-    return mode
+        name += f"-{label_source}"
+    if rationale_filter and MODES[mode].reads_rationale:
+        name += "-filtered"
+    return name
 
 
 def with_rationale_input(text: str, rationale: str | None) -> str:

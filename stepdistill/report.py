@@ -37,12 +37,16 @@ MODE_NAMES = {
     "dss-teacher": "distilling step-by-step (teacher labels)",
     "single": "single-task (rationale + label)",
     "single-teacher": "single-task (teacher labels)",
+    "label-first": "label-first (label, then rationale)",
+    "dss-filtered": "DSS, rationales only where the teacher is right",
 }
 
 
 def variant(row: dict[str, Any]) -> str:
     """Mode, with the label source where it changes what the mode means."""
-    return mode_variant(row["mode"], row.get("label_source", "gold"))
+    return mode_variant(
+        row["mode"], row.get("label_source", "gold"), bool(row.get("rationale_filter"))
+    )
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -87,6 +91,10 @@ COMPARISONS = (
     ("dss-teacher", "distill"),
     ("distill", "standard"),
     ("dss-teacher", "dss"),
+    ("label-first", "standard"),
+    ("dss-filtered", "standard"),
+    ("label-first", "dss"),
+    ("dss-filtered", "dss"),
 )
 """The paper's claims as pairs: DSS against standard fine-tuning, against single-task
 training, and (teacher labels only) against standard distillation; then what training on

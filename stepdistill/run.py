@@ -16,7 +16,6 @@ from .data import declared_splits, require_splits
 from .tasks import Task, load_task
 from .train import train
 
-
 TRAINING_SPLITS = ("train", "valid", "test")
 
 

@@ -38,35 +38,56 @@ from .tasks import Task, load_task
 from .train import train
 from .training_data import uses_teacher_labels
 
-RESULT_FIELDS = ("task", "mode", "label_source", "train_fraction", "student", "seed")
+RESULT_FIELDS = (
+    "task",
+    "mode",
+    "label_source",
+    "rationale_filter",
+    "train_fraction",
+    "student",
+    "seed",
+)
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
+    """A sweep file. ``grid`` is a mapping (every combination is a run) or a list of such
+    mappings (each expanded in turn: runs that are not a full cross product); with
+    ``order_by: seed`` the runs are then ordered by seed, so each seed's runs complete
+    together."""
     spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(spec, dict) or "grid" not in spec:
         raise ConfigError(
             f"{path}: a sweep file needs a 'grid' mapping (and optional 'base', 'output_dir')"
         )
-    unknown = set(spec) - {"name", "output_dir", "base", "grid"}
+    unknown = set(spec) - {"name", "output_dir", "base", "grid", "order_by"}
     if unknown:
         raise ConfigError(f"{path}: unknown sweep key(s) {sorted(unknown)}")
-    for key, values in spec["grid"].items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
+    grids = spec["grid"] if isinstance(spec["grid"], list) else [spec["grid"]]
+    for grid in grids:
+        if not isinstance(grid, dict):
+            raise ConfigError(f"{path}: each grid must be a mapping of key: [values]")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: grid.{key} must be a non-empty list")
+    if spec.get("order_by") not in (None, "seed"):
+        raise ConfigError(f"{path}: order_by can only be seed")
     spec.setdefault("output_dir", str(Path("sweeps") / (spec.get("name") or Path(path).stem)))
     return spec
 
 
 def expand(spec: dict[str, Any]) -> list[TrainConfig]:
     """Every combination of the grid on top of the base config (validated up front)."""
-    keys = list(spec["grid"])
     configs = []
-    for values in itertools.product(*(spec["grid"][k] for k in keys)):
-        values_map = {**(spec.get("base") or {}), **dict(zip(keys, values, strict=True))}
-        config = make_config(values_map)
-        config.output_dir = str(Path(spec["output_dir"]) / "runs")
-        config.run_name = run_id(config)
-        configs.append(config)
+    for grid in spec["grid"] if isinstance(spec["grid"], list) else [spec["grid"]]:
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            values_map = {**(spec.get("base") or {}), **dict(zip(keys, values, strict=True))}
+            config = make_config(values_map)
+            config.output_dir = str(Path(spec["output_dir"]) / "runs")
+            config.run_name = run_id(config)
+            configs.append(config)
+    if spec.get("order_by") == "seed":
+        configs.sort(key=lambda c: c.seed)  # stable: within a seed, the grids' order
     ids = [c.run_name for c in configs]
     if len(set(ids)) != len(ids):
         raise ConfigError("the grid produces duplicate runs")
@@ -77,7 +98,8 @@ def run_id(config: TrainConfig) -> str:
     """A readable id that names what varies in the paper's experiments."""
     task = Path(config.task).stem
     student = Path(config.student).name
-    return f"{task}-{variant(config.mode, config.label_source)}-f{config.train_fraction:g}-{student}-s{config.seed}"
+    name = variant(config.mode, config.label_source, config.rationale_filter)
+    return f"{task}-{name}-f{config.train_fraction:g}-{student}-s{config.seed}"
 
 
 def append_result(path: str | Path, row: dict[str, Any]) -> None:

@@ -519,3 +519,24 @@ def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal,
     cells = [cell.strip() for cell in line.strip("|").split("|")]
     assert cells[5].startswith("[") and cells[6] != "—"  # a CI and a McNemar p
     assert cells[7].endswith("of 2")  # two seeds paired
+
+
+def test_a_list_of_grids_expands_each_and_order_by_seed_interleaves_them(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "output_dir: out\norder_by: seed\ngrid:\n"
+        "  - {seed: [0, 1], mode: [standard, label-first]}\n"
+        "  - {seed: [0, 1], mode: [dss], rationale_filter: [true]}\n"
+    )
+    names = [c.run_name for c in expand(load_sweep(path))]
+    assert names == [
+        "svamp-standard-f1-smollm2-135m-s0",
+        "svamp-label-first-f1-smollm2-135m-s0",
+        "svamp-dss-filtered-f1-smollm2-135m-s0",
+        "svamp-standard-f1-smollm2-135m-s1",
+        "svamp-label-first-f1-smollm2-135m-s1",
+        "svamp-dss-filtered-f1-smollm2-135m-s1",
+    ]
+    path.write_text("grid: [{seed: [0]}]\norder_by: mode\n")
+    with pytest.raises(ConfigError, match="order_by"):
+        load_sweep(path)
