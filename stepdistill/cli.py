@@ -10,7 +10,20 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from .annotate import annotate
+from .bootstrap import bootstrap_demos
 from .config import ConfigError, TrainConfig, field_docs, load_config, parse_overrides
+from .data import DataError
+from .evaluate import evaluate
+from .models import StudentError
+from .parallel import Processes, launch_rank
+from .predict import predict
+from .report import report
+from .run import ensure_annotations, run
+from .sweep import sweep
+from .tasks import TaskError, load_task
+from .train import train
+from .training_data import needs_annotations
 
 
 def _quiet_libraries() -> None:
@@ -85,7 +98,6 @@ def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from .annotate import annotate
 
     splits = tuple(args.splits.split(","))
     summary = annotate(
@@ -126,7 +138,6 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap_demos(args: argparse.Namespace) -> int:
-    from .bootstrap import bootstrap_demos
 
     summary = bootstrap_demos(
         args.task,
@@ -142,11 +153,6 @@ def cmd_bootstrap_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .parallel import Processes, launch_rank
-    from .run import ensure_annotations
-    from .tasks import load_task
-    from .train import train
-    from .training_data import needs_annotations
 
     if args.resume:
         # A resumed run takes its saved config from the run folder: other settings would
@@ -179,7 +185,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
 
     result = evaluate(args.run_dir, split=args.split, limit=args.limit, rescore=args.rescore)
     print(json.dumps(result, indent=2))
@@ -187,14 +192,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .run import run
 
     run(config_from_args(args))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict
 
     summary = predict(
         args.run_dir,
@@ -236,7 +239,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
 
     rows = sweep(args.sweep_file, dry_run=args.dry_run, report_to=args.report)
     print(f"{len(rows)} result rows")
@@ -244,7 +246,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
 
     print(f"report: {report(args.results, args.output)}")
     return 0
@@ -429,9 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
-    from .data import DataError
-    from .models import StudentError
-    from .tasks import TaskError
 
     try:
         return int(args.func(args) or 0)

@@ -63,3 +63,19 @@ def plain_lm_head(model: Any) -> bool:
         getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale")
     )
     return plain and model.get_output_embeddings() is not None and model.base_model is not model
+
+
+def segment_mask(segment: Any, shared_prefix: bool = False) -> Any:
+    """The 4-D boolean attention mask of packed sequences: token i sees an earlier token j
+    of its own segment (``segment``: batch x width ids; padding is -1 and sees only
+    padding). With ``shared_prefix``, segment 0 (a prompt) is seen by every later
+    segment too: candidates scored after one shared prompt."""
+    import torch
+
+    width = segment.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=segment.device).tril()
+    query, key = segment[:, :, None], segment[:, None, :]
+    visible = key == query
+    if shared_prefix:
+        visible = visible | ((key == 0) & (query > 0))
+    return (visible & causal)[:, None]

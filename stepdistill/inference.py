@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .encode import encode_prompt, encode_target, is_seq2seq, pad_id, plain_lm_head
+from .encode import encode_prompt, encode_target, is_seq2seq, pad_id, plain_lm_head, segment_mask
 from .modes import LABEL_PREFIX, LABEL_TARGET_TOKENS, RATIONALE_PREFIX, Mode, get_mode
 from .precision import use_bf16
 from .tasks import Task, normalize_label
@@ -286,11 +286,9 @@ def _score_causal(
     position_ids = torch.tensor([p + list(range(width - len(p))) for p in positions], device=device)
     # padding: -1, sees only padding
     segment = torch.tensor([s + [-1] * (width - len(s)) for s in segments], device=device)
-    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    query, key = segment[:, :, None], segment[:, None, :]
-    # A token sees earlier tokens of its own segment, and the prompt (segment 0) unless it is padding.
-    mask = ((key == query) | ((key == 0) & (query > 0))) & causal
-    inputs = {"input_ids": input_ids, "attention_mask": mask[:, None], "position_ids": position_ids}
+    # A token sees earlier tokens of its own segment, and the prompt (segment 0).
+    mask = segment_mask(segment, shared_prefix=True)
+    inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
     flat_rows = [
         b for b, row_picks in enumerate(picks) for predicting, _ in row_picks for _ in predicting
     ]

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .data import read_records
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
@@ -73,8 +75,6 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    from .data import read_records
-
     return [row for _, row in read_records(path)]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .encode import EncodedRow
+from .encode import EncodedRow, segment_mask
 from .modes import LABEL, RATIONALE
 
 IGNORE = -100
@@ -109,7 +109,6 @@ def collate(sequences: list[list[EncodedRow]], pad: int, seq2seq: bool) -> dict[
         labels.append(row_labels + [IGNORE] * padding)
         kinds.append(row_kinds + [LABEL] * padding)
     segment = torch.tensor(segments)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
     batch: dict[str, Any] = {
         "input_ids": torch.tensor(ids),
         "labels": torch.tensor(labels),
@@ -119,7 +118,7 @@ def collate(sequences: list[list[EncodedRow]], pad: int, seq2seq: bool) -> dict[
     if all(len(sequence) == 1 for sequence in sequences):
         batch["attention_mask"] = (segment >= 0).long()  # plain padding mask
     else:
-        batch["attention_mask"] = ((segment[:, :, None] == segment[:, None, :]) & causal)[:, None]
+        batch["attention_mask"] = segment_mask(segment)
         batch["position_ids"] = torch.tensor(positions)
     return batch
 

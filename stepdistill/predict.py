@@ -20,6 +20,7 @@ from typing import Any
 
 from .data import DataError, read_records, record_id
 from .io import cut_torn_tail
+from .student import Student
 
 
 def predict(
@@ -37,8 +38,6 @@ def predict(
     Returns ``{"output", "records", "skipped", "predicted"}``.
     """
     from tqdm.auto import tqdm
-
-    from .student import Student
 
     output_path = Path(output_path)
     done = existing_ids(output_path)

@@ -101,6 +101,16 @@ training, and (teacher labels only) against standard distillation; then what tra
 the teacher's labels instead of gold ones costs standard training and DSS."""
 
 
+CURVE_PLOTS = (
+    ("standard", ("dss", "standard")),
+    ("distill", ("dss-teacher", "dss", "distill")),
+)
+"""Accuracy against data size, one plot per baseline (the paper's Figures 4 and 5)."""
+
+LESS_DATA_CLAIM = ("dss", "standard")
+"""The paper's Figure 4 claim: DSS with less data matches standard fine-tuning on all."""
+
+
 def paired_runs(
     rows: list[dict[str, Any]], task: str, better: str, baseline: str
 ) -> dict[float, list[tuple[int, dict[str, Any], dict[str, Any]]]]:
@@ -280,10 +290,11 @@ def comparison_lines(
             "",
         ]
     fractions = sorted({f for _, f in cells})
-    if fractions and ("standard", fractions[-1]) in cells and len(fractions) > 1:
-        target = cells[("standard", fractions[-1])]["mean"]
+    method, baseline = LESS_DATA_CLAIM
+    if fractions and (baseline, fractions[-1]) in cells and len(fractions) > 1:
+        target = cells[(baseline, fractions[-1])]["mean"]
         enough = [
-            f for f in fractions if ("dss", f) in cells and cells[("dss", f)]["mean"] >= target
+            f for f in fractions if (method, f) in cells and cells[(method, f)]["mean"] >= target
         ]
         found = (
             f"with {100 * enough[0]:g}% of the data" if enough else "at none of the fractions run"
@@ -390,7 +401,7 @@ def plot_task(
 
     written: list[Path] = []
     fractions = sorted({fraction for _, fraction in cells})
-    for baseline in ("standard", "distill"):
+    for baseline, names in CURVE_PLOTS:
         if (
             len(fractions) < 2
             or not any(name == baseline for name, _ in cells)
@@ -398,7 +409,6 @@ def plot_task(
         ):
             continue
         figure, axis = plt.subplots(figsize=(6, 4))
-        names = ["dss", baseline] if baseline == "standard" else ["dss-teacher", "dss", baseline]
         for index, name in enumerate(names):
             points = [(f, cells[(name, f)]) for f in fractions if (name, f) in cells]
             if not points:

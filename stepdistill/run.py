@@ -37,8 +37,12 @@ def ensure_annotations(config: TrainConfig, task: Task) -> Path:
 
 
 def teacher_accuracy(annotations: Path, split: str = "test") -> float | None:
-    """The teacher's accuracy on a split, from its rationale dataset's summary."""
-    summary = json.loads((annotations / "summary.json").read_text(encoding="utf-8"))
+    """The teacher's accuracy on a split, from its rationale dataset's summary (None for a
+    dataset without one, e.g. written by hand or exported)."""
+    path = annotations / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
     return summary["splits"].get(split, {}).get("teacher_accuracy")
 
 

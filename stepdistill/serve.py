@@ -40,8 +40,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import Batcher, Expired, QueueFull, ShuttingDown
 from .data import DataError
+from .request_batching import Batcher, Expired, QueueFull, ShuttingDown
 from .student import Student
 
 API_KEY_ENV = "STEPDISTILL_API_KEY"

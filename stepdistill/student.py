@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import DataError, format_input
 from .encode import is_seq2seq
 from .inference import best_candidate, for_inference, generate, predict, score_candidates
+from .models import load_student
 from .modes import MODES, SINGLE, Mode, get_mode, with_rationale_input
 from .precision import use_bf16
+from .run_folder import load_run
 from .tasks import Task, normalize_label, task_from_dict
 
 TaskInput = str | dict[str, Any]
@@ -105,8 +108,6 @@ class Student:
         off (off for a bare model folder); ``threads``
         sets torch's intra-op threads (default: torch's own choice).
         """
-        from .models import load_student
-        from .run_folder import load_run
 
         path = Path(path)
         if not path.exists():
@@ -158,7 +159,6 @@ class Student:
         (for a ``rationale-input`` run, its ``rationale`` field is appended as in
         training); a string is taken as already formatted. Raises ``DataError`` on a
         missing field."""
-        from .data import DataError, format_input
 
         if isinstance(item, str):
             return item
@@ -206,7 +206,6 @@ class Student:
         answer choices (``choices_field``), normalised like training targets. Raises
         ``DataError`` when the item has none (free-text tasks, formatted text of a
         multiple-choice task)."""
-        from .data import DataError
 
         if self.task.labels:
             return list(self.task.labels)

@@ -32,7 +32,7 @@ from .annotations import load_annotations
 from .checkpoint import remove_checkpoints, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import Example, load_splits, require_splits
-from .encode import is_seq2seq, plain_lm_head
+from .encode import is_seq2seq, pad_id, plain_lm_head
 from .inference import for_inference, predict
 from .io import new_run_dir, write_json, write_jsonl
 from .lora import apply_lora
@@ -231,7 +231,7 @@ def train(
     lora = apply_lora(model, config) if config.lora_rank else None
     seq2seq = is_seq2seq(model.config)
     model.train()
-    pad = tokenizer.pad_token_id
+    pad = pad_id(tokenizer)
     encoded = [encode_example(tokenizer, config, item, seq2seq) for item in items]
     sizes = [sum(row_length(r, seq2seq) for r in rows) for rows in encoded]
 

@@ -50,11 +50,11 @@ CASES: dict[str, tuple[str, dict[str, object], str]] = {
 }
 
 
-def write_task(folder: Path) -> Path:
+def write_task(folder: Path, test_size: int = 8) -> Path:
     """A tiny arithmetic task with its own files and a rationale dataset beside it."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(24):
+    for i in range(16 + test_size):
         a, b = 3 + i, 2 + i % 5
         rows.append(
             {

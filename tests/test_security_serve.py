@@ -16,7 +16,7 @@ import httpx
 import pytest
 from serve_helpers import running_server
 
-from stepdistill.batching import Batcher, Expired, QueueFull, ShuttingDown
+from stepdistill.request_batching import Batcher, Expired, QueueFull, ShuttingDown
 from stepdistill.serve import ServeSettings, serve
 
 KEY = "clé-sécurité"  # non-ASCII: a UTF-8 client sends it as UTF-8 bytes
