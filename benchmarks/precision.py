@@ -27,7 +27,7 @@ def gflops(dtype_name: str, size: int, seconds: float = 2.0) -> float:
 def main() -> None:
     import torch
 
-    from stepdistill.precision import bf16_supported
+    from stepdistill.device import bf16_supported
 
     size = 1024
     fp32, bf16 = gflops("float32", size), gflops("bfloat16", size)

@@ -59,10 +59,10 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         checkpoint = old if old.is_file() else checkpoint
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
-    state = torch.load(checkpoint, weights_only=True)
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     best_path = run_dir / "best-weights.pt"
     best = (
-        torch.load(best_path, weights_only=True)
+        torch.load(best_path, weights_only=True, map_location="cpu")
         if best_path.is_file()
         else {"accuracy": -1.0, "step": 0, "state": None}
     )

@@ -14,6 +14,7 @@ from .annotate import annotate
 from .bootstrap import bootstrap_demos
 from .config import ConfigError, TrainConfig, field_docs, load_config, parse_overrides
 from .data import DataError
+from .device import resolve_device
 from .evaluate import evaluate
 from .models import StudentError
 from .parallel import Processes, launch_rank
@@ -156,11 +157,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         # A resumed run takes its saved config from the run folder: other settings would
-        # be ignored, so they are refused.
+        # be ignored, so they are refused (but the device: a run may move machines).
         given = [
             "--" + name.replace("_", "-")
             for name in TrainConfig.__dataclass_fields__
-            if getattr(args, name, None) is not None
+            if getattr(args, name, None) is not None and name != "device"
         ]
         given += ["--config"] if args.config else []
         given += list(args.overrides)
@@ -168,14 +169,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--resume continues a run with its saved config; drop {' '.join(given)}"
             )
-        metrics = train(TrainConfig(), resume=args.resume)
+        metrics = train(TrainConfig(device=args.device or "auto"), resume=args.resume)
     else:
         config = config_from_args(args)
         task = load_task(config.task)
         if needs_annotations(config):
             # As `stepdistill run` does: annotate with the teacher when nothing is stored
             # yet (under a multi-process launch rank 0 does it, the others then find it).
-            with Processes().main_first():
+            with Processes(resolve_device(config.device)).main_first():
                 config.annotations = str(ensure_annotations(config, task))
         metrics = train(config, task=task)
 
@@ -186,7 +187,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
 
-    result = evaluate(args.run_dir, split=args.split, limit=args.limit, rescore=args.rescore)
+    result = evaluate(
+        args.run_dir, split=args.split, limit=args.limit, rescore=args.rescore, device=args.device
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -207,6 +210,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         batch_size=args.batch_size,
         limit=args.limit,
+        device=args.device,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -234,13 +238,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings=settings,
         threads=args.threads,
         batch_size=args.batch_size,
+        device=args.device,
     )
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
 
-    rows = sweep(args.sweep_file, dry_run=args.dry_run, report_to=args.report)
+    rows = sweep(args.sweep_file, dry_run=args.dry_run, report_to=args.report, device=args.device)
     print(f"{len(rows)} result rows")
     return 0
 
@@ -249,6 +254,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     print(f"report: {report(args.results, args.output)}")
     return 0
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        help="auto (default: CUDA when available, else the CPU), cpu, cuda, cuda:N or mps",
+    )
 
 
 def add_teacher_flags(parser: argparse.ArgumentParser) -> None:
@@ -348,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rescore", action="store_true", help="re-score the saved predictions only (no model)"
     )
+    add_device_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser(
@@ -366,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="inputs per generate call (default: the run's eval_batch_size)",
     )
     p.add_argument("--limit", type=int, help="only the first N rows")
+    add_device_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("serve", help="HTTP server: /v1/predict and an OpenAI-compatible API")
@@ -404,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size limit")
     p.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens accepted")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    add_device_flag(p)
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser(
@@ -411,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("sweep_file")
     p.add_argument("--dry-run", action="store_true", help="list the runs to do; train nothing")
+    add_device_flag(p)
     p.add_argument(
         "--report",
         metavar="DIR",

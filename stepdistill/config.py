@@ -6,6 +6,7 @@ Unknown keys are errors; the resolved configuration is saved in every run folder
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -114,6 +115,10 @@ class TrainConfig:
     faster there), fp32 elsewhere (emulated bf16 is far slower). true/false force it."""
     threads: int | None = None
     """torch intra-op threads (default: all cores)."""
+    device: str = "auto"
+    """Where the student trains and answers: auto (CUDA when available, else the CPU), cpu,
+    cuda, cuda:N or mps. Under accelerate launch / torchrun, auto and cuda mean each
+    process's own GPU (cuda:LOCAL_RANK). Not part of what a run is: --resume may change it."""
     output_dir: str = "runs"
     """Parent folder of run folders."""
     run_name: str | None = None
@@ -142,6 +147,10 @@ class TrainConfig:
             raise ConfigError("early_stopping_patience must be >= 0 (0: off)")
         if self.lora_rank < 0 or (self.lora_rank and self.lora_alpha <= 0):
             raise ConfigError("lora_rank must be >= 0 (0: off) and lora_alpha > 0")
+        if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|mps", self.device.strip().lower()):
+            raise ConfigError(
+                f"unknown device {self.device!r}; choose one of auto, cpu, cuda, cuda:N, mps"
+            )
         if self.lora_rank and not self.lora_target_modules.strip(" ,"):
             raise ConfigError("lora_target_modules must name modules (or be all-linear)")
 

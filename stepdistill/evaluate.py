@@ -13,21 +13,26 @@ from typing import Any
 
 from .annotations import default_folder, has_annotations, load_annotations
 from .data import load_splits
+from .device import resolve_device, use_bf16
 from .inference import for_inference, predict
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import accuracy_rows, is_correct, labelled_accuracy
 from .models import load_student
 from .modes import get_mode
-from .precision import use_bf16
 from .run_folder import load_run
 from .training_data import evaluation_inputs
 
 
 def evaluate(
-    run_dir: str | Path, split: str = "test", limit: int | None = None, rescore: bool = False
+    run_dir: str | Path,
+    split: str = "test",
+    limit: int | None = None,
+    rescore: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Recompute a run's metrics: regenerate predictions from its saved model (or, with
-    ``rescore``, re-score its saved predictions) and write ``eval/<split>-metrics.json``."""
+    ``rescore``, re-score its saved predictions) and write ``eval/<split>-metrics.json``.
+    ``device``: where the model runs (default: the run's ``device`` setting)."""
     run = load_run(run_dir)
     task, config = run.task, run.config
     mode = get_mode(config.mode)
@@ -44,7 +49,9 @@ def evaluate(
                 config, task, examples, teacher_rationales(config, task, split)
             )
         model, tokenizer = load_student(str(Path(run_dir) / "model"))
-        bf16 = use_bf16(config.bf16)
+        place = resolve_device(device or config.device)
+        model.to(place)
+        bf16 = use_bf16(config.bf16, place)
         for_inference(model, bf16)
         predictions = predict(
             model,

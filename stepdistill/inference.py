@@ -25,9 +25,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .device import use_bf16
 from .encode import encode_prompt, encode_target, is_seq2seq, pad_id, plain_lm_head, segment_mask
 from .modes import LABEL_PREFIX, LABEL_TARGET_TOKENS, RATIONALE_PREFIX, Mode, get_mode
-from .precision import use_bf16
 from .tasks import Task, normalize_label
 
 REDUCTIONS = ("sum", "mean")

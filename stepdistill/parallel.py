@@ -27,20 +27,25 @@ def launch_rank() -> int:
 class Processes:
     """This process's place among the trainer's processes (rank 0 of 1 when not launched)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = 0
+        self.device = device
+        """Where collectives run: gloo between CPU processes, NCCL between GPUs."""
         if self.world > 1:
             for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
                 if os.environ.get(name, "false").lower() == "true":
                     raise ValueError(
-                        "stepdistill train keeps a whole copy of the student in every process (data parallel) and "
-                        "its own fp32 master weights; FSDP / DeepSpeed sharding is not supported: launch without them"
+                        "stepdistill train keeps a whole copy of the student in every process (data parallel); "
+                        "FSDP / DeepSpeed sharding is not supported, so it refuses rather than train wrongly: "
+                        "launch without them, and for a student that does not fit one GPU train LoRA adapters "
+                        "(lora_rank > 0: the base weights stay frozen, with no gradients or optimizer state)"
                     )
             from accelerate import PartialState
 
-            # cpu=True: the trainer runs on CPU (gloo between processes), whatever the machine has.
-            state = PartialState(cpu=True)
+            # On the CPU, gloo between processes (whatever GPUs the machine has); on GPUs, NCCL
+            # with one process per GPU.
+            state = PartialState(cpu=not device.startswith("cuda"))
             self.world, self.rank = state.num_processes, state.process_index
 
     @property
@@ -93,7 +98,7 @@ class Processes:
         import torch
         import torch.distributed as dist
 
-        tensor = torch.tensor(values, dtype=torch.int64)
+        tensor = torch.tensor(values, dtype=torch.int64, device=self.device)
         dist.all_reduce(tensor)
         return tensor.tolist()
 
@@ -116,7 +121,8 @@ class Processes:
             for p in parameters
         ]
         present = [float(p.grad is not None) for p in parameters]
-        flat = torch.cat([*pieces, torch.tensor(present + list(extra), dtype=torch.float32)])
+        flags = torch.tensor(present + list(extra), dtype=torch.float32, device=self.device)
+        flat = torch.cat([*pieces, flags])
         dist.all_reduce(flat)
         offset = 0
         flags = flat[-len(present) - len(extra) :].tolist()

@@ -32,6 +32,7 @@ def predict(
     batch_size: int | None = None,
     limit: int | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Append predictions for the records of ``input_path`` not yet in ``output_path``.
 
@@ -41,7 +42,7 @@ def predict(
 
     output_path = Path(output_path)
     done = existing_ids(output_path)
-    student = Student.load(run_dir, batch_size=batch_size)
+    student = Student.load(run_dir, batch_size=batch_size, device=device)
     id_field = student.task.id_field or "id"
     # A first pass checks every row (JSON, ids, fields) and counts them for the progress
     # bar before any model time is spent or any line is written: a bad file leaves no

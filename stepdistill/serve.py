@@ -670,8 +670,10 @@ def serve(
     settings: ServeSettings | None = None,
     threads: int | None = None,
     batch_size: int | None = None,
+    device: str | None = None,
 ) -> None:
-    """Load the student at ``path`` and serve it until interrupted."""
+    """Load the student at ``path`` (on ``device``: see ``Student.load``) and serve it
+    until interrupted."""
     import uvicorn
 
     settings = settings or ServeSettings()
@@ -687,7 +689,7 @@ def serve(
             f"warning: serving on {host} without an API key: anyone who can reach it can use it",
             flush=True,
         )
-    student = Student.load(path, threads=threads, batch_size=batch_size)
+    student = Student.load(path, threads=threads, batch_size=batch_size, device=device)
     app = create_app(student, settings)
     name = settings.model_name or student.name
     print(

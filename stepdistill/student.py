@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataError, format_input
+from .device import resolve_device, use_bf16
 from .encode import is_seq2seq
 from .inference import best_candidate, for_inference, generate, predict, score_candidates
 from .models import load_student
 from .modes import MODES, SINGLE, Mode, get_mode, with_rationale_input
-from .precision import use_bf16
 from .run_folder import load_run
 from .tasks import Task, normalize_label, task_from_dict
 
@@ -100,13 +100,16 @@ class Student:
         bf16: bool | None = None,
         batch_size: int | None = None,
         threads: int | None = None,
+        device: str | None = None,
     ) -> Student:
         """Load a run folder (``config.yaml`` + ``model/``), a run's ``model/`` folder,
         or any Hugging Face causal / seq2seq model folder.
 
         ``bf16`` defaults to bf16 where the hardware has it, unless the run turned it
         off (off for a bare model folder); ``threads``
-        sets torch's intra-op threads (default: torch's own choice).
+        sets torch's intra-op threads (default: torch's own choice); ``device``: where
+        the model runs (default: the run's ``device`` setting, else auto: CUDA when
+        available, else the CPU).
         """
 
         path = Path(path)
@@ -125,6 +128,7 @@ class Student:
             torch.set_num_threads(threads)
         if run_dir is None:
             model, tokenizer = load_student(str(path))
+            model.to(resolve_device(device))
             return cls(
                 model,
                 tokenizer,
@@ -137,6 +141,8 @@ class Student:
         run = load_run(run_dir)
         model, tokenizer = load_student(str(run_dir / "model"))
         config = run.config
+        place = resolve_device(device or config.device)
+        model.to(place)
         return cls(
             model,
             tokenizer,
@@ -147,7 +153,9 @@ class Student:
             max_input_tokens=config.max_input_tokens,
             max_rationale_tokens=config.max_rationale_tokens,
             batch_size=batch_size or config.eval_batch_size,
-            bf16=use_bf16(bf16 if bf16 is not None else (False if config.bf16 is False else None)),
+            bf16=use_bf16(
+                bf16 if bf16 is not None else (False if config.bf16 is False else None), place
+            ),
         )
 
     @property

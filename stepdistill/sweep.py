@@ -122,12 +122,17 @@ def earlier_folders(config: TrainConfig) -> list[Path]:
         if not folder.is_dir() or (suffix and not suffix[1:].isdigit()):
             continue
         try:
-            if load_run(folder).config.to_dict() != config.to_dict():
+            if not same_run(load_run(folder).config, config):
                 continue  # same grid point, another config: not this run
         except (OSError, ValueError, TypeError, yaml.YAMLError):
             continue  # killed before its files were written
         folders.append(folder)
     return folders
+
+
+def same_run(a: TrainConfig, b: TrainConfig) -> bool:
+    """Two configs of the same run: equal in everything but the device they train on."""
+    return {**a.to_dict(), "device": None} == {**b.to_dict(), "device": None}
 
 
 def previous_attempt(folders: list[Path]) -> tuple[Path | None, str]:
@@ -182,7 +187,10 @@ def teacher_test_accuracy(config: TrainConfig, task: Task) -> float | None:
 
 
 def sweep(
-    path: str | Path, dry_run: bool = False, report_to: str | Path | None = None
+    path: str | Path,
+    dry_run: bool = False,
+    report_to: str | Path | None = None,
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows.
 
@@ -193,6 +201,8 @@ def sweep(
     spec = load_sweep(path)
     results_path = Path(spec["output_dir"]) / "results.jsonl"
     configs = expand(spec)
+    for config in configs:  # where to train is not part of what a run is
+        config.device = device or config.device
     cut_torn_tail(results_path)
     done = recorded_runs(results_path)
     todo = [c for c in configs if c.run_name not in done]

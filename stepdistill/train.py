@@ -32,6 +32,15 @@ from .annotations import load_annotations
 from .checkpoint import remove_checkpoints, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import Example, load_splits, require_splits
+from .device import (
+    gradient_scaler,
+    is_cuda,
+    prepare_device,
+    resolve_device,
+    to_device,
+    training_autocast,
+    training_precision,
+)
 from .encode import is_seq2seq, pad_id, plain_lm_head
 from .inference import for_inference, predict
 from .io import new_run_dir, write_json, write_jsonl
@@ -40,9 +49,9 @@ from .master_weights import MasterWeights
 from .metrics import accuracy_rows
 from .models import load_student
 from .modes import LABEL, RATIONALE, get_mode
+from .optimizer import make_optimizer, seed_everything
 from .packing import IGNORE, collate, micro_batches, row_length, target_tokens
 from .parallel import Processes, shard
-from .precision import use_bf16
 from .run_folder import load_run, save_run_files
 from .tasks import Task, load_task
 from .training_data import (
@@ -90,6 +99,8 @@ def step_loss(
     sparse_head: bool = True,
     backward: bool = True,
     token_counts: tuple[int, int] | None = None,
+    autocast: Any = None,
+    scaler: Any = None,
 ) -> dict[str, float]:
     """The paper's multi-task loss over one optimizer step, accumulated over micro-batches:
 
@@ -100,20 +111,28 @@ def step_loss(
 
     Data parallel: ``token_counts`` are the label and rationale token counts of the
     whole global batch (all processes). Each process's sum is then its part of the
-    global loss, and the sum of the processes' gradients is the global loss's gradient."""
+    global loss, and the sum of the processes' gradients is the global loss's gradient.
+
+    ``autocast``: a context for the forward passes (a GPU's bf16 / fp16); ``scaler``: fp16's
+    gradient scaler. The logged parts are summed on the device and read once per step
+    (no host synchronisation per micro-batch)."""
+    import contextlib
+
+    import torch
+
     label_tokens, rationale_tokens = token_counts or target_tokens(groups)
-    totals = {"loss": 0.0, "label_loss": 0.0, "rationale_loss": 0.0}
+    parts = []
     for group in groups:
-        losses, kinds = token_losses(model, group, sparse_head)
+        with autocast or contextlib.nullcontext():
+            losses, kinds = token_losses(model, group, sparse_head)
         label_loss = losses[kinds == LABEL].sum() / max(label_tokens, 1)
         rationale_loss = losses[kinds == RATIONALE].sum() / max(rationale_tokens, 1)
         loss = label_loss + rationale_weight * rationale_loss
         if backward:
-            loss.backward()
-        totals["loss"] += loss.item()
-        totals["label_loss"] += label_loss.item()
-        totals["rationale_loss"] += rationale_loss.item()
-    return totals
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        parts.append(torch.stack([loss, label_loss, rationale_loss]).detach().double())
+    summed = torch.stack(parts).sum(0).tolist() if parts else [0.0, 0.0, 0.0]
+    return dict(zip(("loss", "label_loss", "rationale_loss"), summed, strict=True))
 
 
 # ----------------------------------------------------------------------------- setup
@@ -148,31 +167,6 @@ def evaluate_split(
     return accuracy_rows(task, examples, processes.gather(predictions))
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def learning_rate_schedule(optimizer: Any, config: TrainConfig, total_steps: int) -> Any:
-    """Linear warmup (``warmup_ratio``), then linear decay to 0 at the last step."""
-    import torch
-
-    warmup = round(config.warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(
-            (s + 1) / max(1, warmup), max(0.0, (total_steps - s) / max(1, total_steps - warmup))
-        ),
-    )
-
-
-# ----------------------------------------------------------------------------- the stage
-
-
 def train(
     config: TrainConfig,
     quiet: bool = False,
@@ -191,10 +185,14 @@ def train(
     import torch
 
     started = time.time()
-    processes = Processes()
-    quiet = quiet or not processes.main
     if resume is not None:
+        device_setting = config.device  # the device asked for now, not the saved run's
         config = load_run(resume).config
+        config.device = device_setting
+    device = resolve_device(config.device)
+    prepare_device(device)
+    processes = Processes(device)
+    quiet = quiet or not processes.main
     if config.threads:
         torch.set_num_threads(config.threads)
     mode = get_mode(config.mode)
@@ -228,6 +226,7 @@ def train(
     seed_everything(config.seed)
     with processes.main_first():  # rank 0 converts a built-in student once
         model, tokenizer = load_student(config.student)
+    model.to(device)
     lora = apply_lora(model, config) if config.lora_rank else None
     seq2seq = is_seq2seq(model.config)
     model.train()
@@ -239,12 +238,14 @@ def train(
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
     checkpoint_every = config.checkpoint_every or eval_every
-    bf16 = use_bf16(config.bf16)  # null: bf16 only where the hardware has it
-    weights = MasterWeights(model, bf16)
-    optimizer = torch.optim.AdamW(
-        weights.master, lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    scheduler = learning_rate_schedule(optimizer, config, total_steps)
+    # null: bf16 only where the hardware has it (a GPU without it: fp16, gradient scaling)
+    precision = training_precision(config.bf16, device)
+    bf16 = precision == "bf16"
+    # The CPU computes with bf16 parameters over fp32 master weights; a GPU keeps fp32
+    # parameters and autocasts (device.py says why).
+    weights = MasterWeights(model, bf16 and not is_cuda(device))
+    autocast, scaler = training_autocast(device, precision), gradient_scaler(precision)
+    optimizer, scheduler = make_optimizer(weights.master, config, total_steps)
 
     rng = random.Random(config.seed)
     state: dict[str, Any] = {
@@ -299,13 +300,20 @@ def train(
             collate(g, pad, seq2seq)
             for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)
         ]
+        counts = target_tokens(groups)  # counted on the host, before the copy to the device
+        groups = [to_device(group, device) for group in groups]
         tick = time.time()
         # Each loss term is normalised by its token count over the whole global batch.
         label_tokens, rationale_tokens, real_tokens = processes.sum(
-            [*target_tokens(groups), sum(g["tokens"] for g in groups)]
+            [*counts, sum(g["tokens"] for g in groups)]
         )
         totals = step_loss(
-            model, groups, config.rationale_weight, token_counts=(label_tokens, rationale_tokens)
+            model,
+            groups,
+            config.rationale_weight,
+            token_counts=(label_tokens, rationale_tokens),
+            autocast=autocast,
+            scaler=scaler,
         )
         weights.gradients_to_master()
         # Sum the gradients (and the logged loss parts) over the processes: the gradient
@@ -313,8 +321,14 @@ def train(
         totals = dict(
             zip(totals, processes.sum_gradients(weights.master, list(totals.values())), strict=True)
         )
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients
         torch.nn.utils.clip_grad_norm_(weights.master, config.max_grad_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         weights.master_to_model()
@@ -410,6 +424,8 @@ def train(
         "train_seconds": round(state["train_seconds"], 1),
         "tokens_per_second": round(state["real_tokens"] / max(state["train_seconds"], 1e-9), 1),
         "bf16": bf16,
+        "precision": precision,
+        "device": device,
         "wall_seconds": round(time.time() - started, 1),
         "run_dir": str(run_dir),
         **({"stopped_early": True} if stopped_early else {}),

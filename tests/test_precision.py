@@ -7,7 +7,7 @@ import warnings
 import pytest
 from tiny_run import train_command
 
-import stepdistill.precision as precision
+import stepdistill.device as precision
 from stepdistill.cli import main
 from stepdistill.config import make_config
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..device import bf16_supported, resolve_device
 from ..tasks import Task
 from . import Completion, Request, Teacher
 
@@ -73,11 +74,11 @@ class HFTeacher(Teacher):
                 AutoTokenizer,
             )
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            device = resolve_device(self.device)
             if self.dtype == "auto":
                 dtype = (
                     torch.bfloat16
-                    if device.startswith("cuda") and torch.cuda.is_bf16_supported()
+                    if device.startswith("cuda") and bf16_supported(device)
                     else torch.float32
                 )
             else:

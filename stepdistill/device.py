@@ -1,0 +1,188 @@
+"""Where a student runs and in which precision, decided here and nowhere else.
+
+Device: the ``device`` setting is ``auto`` (CUDA when available, else the CPU), ``cpu``,
+``cuda``, ``cuda:N`` or ``mps``. Under a multi-process launch (``accelerate launch``,
+``torchrun``) ``auto`` and ``cuda`` mean this process's own GPU, ``cuda:LOCAL_RANK``.
+A device the machine does not have is a one-line error naming what it has.
+
+Precision: bf16 where the device computes it natively, fp32 elsewhere. bf16 is ~4x
+faster than fp32 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on recent GPUs,
+but a CPU without them (e.g. an AVX2-only EPYC) emulates it: there a bf16 matmul ran over
+100x *slower* than fp32 (``python benchmarks/precision.py``). ``bf16: null`` (the default)
+therefore means "bf16 if supported"; true or false force it. How training uses it:
+
+- CPU: bf16 parameters for compute, fp32 master weights for the optimizer
+  (``master_weights.py``): bf16 autocast over fp32 weights would re-cast every weight in
+  every pass, which is slower on a CPU.
+- CUDA: fp32 parameters under bf16 autocast (fp16 autocast with gradient scaling on a GPU
+  without bf16), TF32 matmuls on.
+
+Inference (``inference.for_inference``) uses bf16 parameters wherever bf16 is on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+from typing import Any
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+class DeviceError(ValueError):
+    """A device (or a precision on it) this machine does not have."""
+
+
+@functools.cache
+def bf16_supported(device: str = "cpu") -> bool:
+    """Whether ``device`` has native bf16 arithmetic."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device == "mps":
+        return True
+    try:  # oneDNN's own test: AVX512-BF16 / AMX (or AVX512 cores it runs bf16 on well)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_bf16(setting: bool | None, device: str = "cpu") -> bool:
+    """Resolve a ``bf16`` setting: None → bf16 if supported. True on a CPU without it is
+    honoured, with a warning that it will be slow; on a GPU without it, it is an error
+    (that GPU trains in fp16 with gradient scaling instead)."""
+    if setting is None:
+        return bf16_supported(device)
+    if setting and not bf16_supported(device):
+        if device.startswith("cuda"):
+            raise DeviceError(
+                f"bf16 was asked for on {device} ({gpu_name(device)}), which has no bf16: set bf16 "
+                "to null (fp16 with gradient scaling there) or false"
+            )
+        warnings.warn(
+            f"bf16 was asked for, but this {device.upper()} has no native bf16 arithmetic: expect it to run many "
+            "times slower than fp32 (set bf16 to null or false)",
+            stacklevel=2,
+        )
+    return bool(setting)
+
+
+def gpu_name(device: str) -> str:
+    import torch
+
+    return str(torch.cuda.get_device_name(torch.device(device)))
+
+
+def available() -> str:
+    """What this machine has, in words: ``cpu, cuda:0 (NVIDIA H200), cuda:1 (...)``."""
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [
+            f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())
+        ]
+    if mps_available():
+        names.append("mps")
+    return ", ".join(names)
+
+
+def mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(setting: str | None = "auto") -> str:
+    """The device a ``device`` setting means on this machine (and in this process of a
+    multi-process launch), e.g. ``"cpu"`` or ``"cuda:1"``; a ``DeviceError`` when the
+    machine has no such device."""
+    import torch
+
+    setting = (setting or "auto").strip().lower()
+    if setting not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", setting):
+        raise DeviceError(f"unknown device {setting!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    local_rank = os.environ.get("LOCAL_RANK")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cpu":
+        return "cpu"
+    if setting == "mps":
+        if not mps_available():
+            raise DeviceError(
+                f"device mps: this machine has no MPS device; available: {available()}"
+            )
+        return "mps"
+    if not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible GPU"
+        raise DeviceError(
+            f"device {setting}: this machine has no CUDA device ({build}); available: {available()}"
+        )
+    if setting == "cuda":
+        setting = f"cuda:{int(local_rank) if local_rank is not None else 0}"
+    index = int(setting.split(":")[1])
+    if index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {setting}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            f"available: {available()}"
+        )
+    return setting
+
+
+def is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def training_precision(setting: bool | None, device: str) -> str:
+    """``bf16``, ``fp16`` or ``fp32``: how training computes on ``device`` for a ``bf16``
+    setting. ``fp16`` only on a GPU without bf16 when the setting is null (auto)."""
+    if is_cuda(device) and setting is None and not bf16_supported(device):
+        return "fp16"
+    return "bf16" if use_bf16(setting, device) else "fp32"
+
+
+def training_autocast(device: str, precision: str) -> Any:
+    """The autocast context of a training forward pass: on a GPU, bf16 or fp16 over fp32
+    parameters; on the CPU none (its parameters are bf16 already when bf16 is on, see
+    ``master_weights.py``)."""
+    import contextlib
+
+    import torch
+
+    if not is_cuda(device) or precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def gradient_scaler(precision: str) -> Any:
+    """fp16 training scales the loss so small gradients survive; None otherwise."""
+    import torch
+
+    return torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+
+def prepare_device(device: str) -> None:
+    """Process-wide settings for a device: TF32 matmuls on a GPU (fp32 work that autocast
+    leaves, at a precision training does not notice)."""
+    import torch
+
+    if is_cuda(device):
+        torch.cuda.set_device(torch.device(device))
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    """A collated batch on the training device (pinned host memory, an asynchronous copy)."""
+    if device == "cpu":
+        return batch
+    return {
+        key: value.pin_memory().to(device, non_blocking=True)
+        if hasattr(value, "pin_memory")
+        else value
+        for key, value in batch.items()
+    }
