@@ -38,8 +38,9 @@ class TrainConfig:
     The table of modes is ``stepdistill/modes.py``."""
     student: str = "smollm2-135m"
     """Built-in student, local HF model folder, or hub id."""
-    teacher: str = "palm-replay"
-    """Teacher whose rationales (and labels, for distill) are used."""
+    teacher: str = "replay"
+    """Teacher whose rationales (and labels, for distill) are used: replay (the task's
+    stored outputs; called after them, e.g. palm-replay), openai, hf, store."""
     annotations: str | None = None
     """Folder of a rationale dataset from ``annotate``; made with ``teacher`` if not given."""
     label_source: str = "gold"
@@ -119,6 +120,10 @@ class TrainConfig:
     run_name: str | None = None
     data_dir: str | None = None
     """Benchmark data folder (default $STEPDISTILL_DATA, else ../shared/data)."""
+    report_to: str = "auto"
+    """Where the training log also goes, as in Hugging Face's trainer: auto (TensorBoard,
+    into <run>/tensorboard/, when the tensorboard package is installed), none, all
+    (every installed one of tensorboard, wandb, mlflow), or a comma-separated list."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

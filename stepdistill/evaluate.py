@@ -26,19 +26,39 @@ from .training_data import evaluation_inputs
 def evaluate(
     run_dir: str | Path, split: str = "test", limit: int | None = None, rescore: bool = False
 ) -> dict[str, Any]:
-    """Recompute a run's metrics: regenerate predictions from its saved model (or, with
-    ``rescore``, re-score its saved predictions) and write ``eval/<split>-metrics.json``."""
+    """Recompute a run's metrics: regenerate predictions from its saved model and write
+    ``eval/<split>-metrics.json`` (rows in ``eval/<split>.jsonl``), or, with ``rescore``,
+    re-score its saved predictions into ``eval/<split>-rescored-metrics.json``: each kind
+    of result has its own file.
+
+    By default the examples are those the run itself scored: the first ``eval_limit``
+    (for validation also ``valid_limit``) of the split, as training took them; ``limit``
+    chooses another number. The result says what was scored (``scored``)."""
     run = load_run(run_dir)
     task, config = run.task, run.config
     mode = get_mode(config.mode)
+    run_limit = min(
+        filter(None, (config.eval_limit, config.valid_limit if split == "valid" else None)),
+        default=None,
+    )
+    limit = limit or run_limit
     if rescore:
         rows = read_jsonl(Path(run_dir) / "predictions" / f"{split}.jsonl")
+        rows = rows[:limit] if limit else rows
         for row in rows:
             row["correct"] = is_correct(task, row["prediction"], row["gold"])
         accuracy = labelled_accuracy(rows)
+        scored = f"{len(rows)} saved {split} predictions of the run, re-scored"
     else:
         examples = load_splits(task, config.data_dir)[split]
+        whole = len(examples)
         examples = examples[:limit] if limit else examples
+        scored = (
+            f"all {whole} {split} examples"
+            if len(examples) == whole
+            else f"the first {len(examples)} of {whole} {split} examples"
+            + (" (the run's limit)" if limit == run_limit else " (--limit)")
+        )
         if mode.rationale_in_input:
             examples = evaluation_inputs(
                 config, task, examples, teacher_rationales(config, task, split)
@@ -66,8 +86,11 @@ def evaluate(
         "examples": len(rows),
         "accuracy": accuracy,
         "rescored": rescore,
+        "scored": scored,
     }
-    write_json(Path(run_dir) / "eval" / f"{split}-metrics.json", result)
+    kind = "rescored-metrics" if rescore else "metrics"
+    write_json(Path(run_dir) / "eval" / f"{split}-{kind}.json", result)
+    result["file"] = str(Path(run_dir) / "eval" / f"{split}-{kind}.json")
     return result
 
 

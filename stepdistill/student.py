@@ -175,12 +175,8 @@ class Student:
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
         """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
         of inputs, in order. Decoding is greedy, so the same input gives the same answer."""
-        if rationale and self.is_run and not self.mode_spec.writes_rationale:
-            raise ValueError(
-                f"{self.name} was trained in mode {self.mode}, which never learns to write a "
-                "rationale: ask for labels only (modes that write one: "
-                f"{', '.join(m.name for m in MODES.values() if m.writes_rationale)})"
-            )
+        if rationale:
+            self.check_rationale()
         texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
         if not texts:
             return []
@@ -200,6 +196,16 @@ class Student:
             Prediction(label=r["prediction"], raw=r["raw"], rationale=r.get("rationale"))
             for r in results
         ]
+
+    def check_rationale(self) -> None:
+        """A ValueError when this student never learnt to write a rationale (asked before
+        any model time is spent by ``predict``, the server and the command line)."""
+        if self.is_run and not self.mode_spec.writes_rationale:
+            raise ValueError(
+                f"{self.name} was trained in mode {self.mode}, which never learns to write a "
+                "rationale: ask for labels only (modes that write one: "
+                f"{', '.join(m.name for m in MODES.values() if m.writes_rationale)})"
+            )
 
     def candidates(self, item: TaskInput, where: str = "input") -> list[str]:
         """The closed label set of one item: the task's ``labels``, else the record's

@@ -45,6 +45,7 @@ from .parallel import Processes, shard
 from .precision import use_bf16
 from .run_folder import load_run, save_run_files
 from .tasks import Task, load_task
+from .tracking import start as start_tracking
 from .training_data import (
     annotations_folder,
     encode_example,
@@ -276,6 +277,7 @@ def train(
             )
             save_run_files(run_dir, config, task)
         run_dir = processes.broadcast(run_dir)
+    tracker = start_tracking(config, run_dir, processes.main, state["step"])  # report_to
     best_unsaved = False
     stopped_early = False
     bar = tqdm(
@@ -353,6 +355,7 @@ def train(
                 state["evals_without_improvement"] += 1
             if processes.main:
                 write_jsonl(run_dir / "train_log.jsonl", state["log"])
+            tracker.sync(state["log"], state["history"])
             patience = config.early_stopping_patience
             if patience and state["evals_without_improvement"] >= patience:
                 stopped_early = True  # every process saw the same accuracies, so all stop here
@@ -421,5 +424,6 @@ def train(
         write_json(run_dir / "metrics.json", metrics)
         write_jsonl(run_dir / "train_log.jsonl", state["log"])
         remove_checkpoints(run_dir)  # the model is saved: the resume state is not needed
+    tracker.finish(state["log"], state["history"], metrics)
     processes.barrier()  # the others return once the run folder is complete
     return metrics
