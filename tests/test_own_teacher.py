@@ -287,3 +287,69 @@ def test_report_to_a_tracker_that_is_not_installed_is_a_clear_error():
     if not __import__("importlib").util.find_spec("wandb"):
         with pytest.raises(ConfigError, match="pip install wandb"):
             chosen_backends("wandb")
+
+
+# 3. The README's task-file reference runs ------------------------------------------------
+
+
+def readme_task_example() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- task-reference -->\n```yaml\n", 1)[1]
+    return block.split("```", 1)[0]
+
+
+def test_the_readme_task_reference_covers_every_field_and_its_example_runs(tmp_path):
+    from dataclasses import fields
+    from pathlib import Path
+
+    from stepdistill.tasks import Task
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    reference = readme.split("### Task-file reference", 1)[1].split("### annotate", 1)[0]
+    missing = [
+        f.name for f in fields(Task) if f.name != "source" and f"`{f.name}`" not in reference
+    ]
+    assert missing == []
+    (tmp_path / "tickets.yaml").write_text(readme_task_example())
+    rows = [
+        ("t1", "Refund", "Charged twice", "0", "money"),
+        ("t2", "Crash", "It closes", "1", "defect"),
+        ("t3", "How to", "Where is the setting", "2", "asking"),
+        ("t4", "Card", "Declined payment", "0", "money"),
+    ]
+    keys = ("ticket_id", "subject", "body", "category", "note")
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps(dict(zip(keys, r))) + "\n" for r in rows)
+    )
+    (tmp_path / "test.csv").write_text(
+        "ticket_id,subject,body,category,note\nt9,Bill,Too high,0,money\n"
+    )
+    completions = [
+        " A double charge is about money. Category: billing.",
+        " A crash is a defect. Category: (b).",  # a bare letter: letter_labels
+        " A question about settings. Category: question.",
+        " no category at all",  # unparseable, counted
+    ]
+    (tmp_path / "teacher_train.jsonl").write_text(
+        "".join(json.dumps({"completion": c}) + "\n" for c in completions)
+    )
+    (tmp_path / "teacher_test.jsonl").write_text(
+        json.dumps({"completion": " Money. Category: billing."}) + "\n"
+    )
+    task = load_task(tmp_path / "tickets.yaml")
+    assert task.replay_name == "helpdesk-llm-replay"
+    summary = annotate(
+        task, "replay", tmp_path / "out", splits=("train", "valid", "test"), quiet=True
+    )
+    parsed = sum(s["parsed"] for s in summary["splits"].values())
+    rows_written = sum(s["rows"] for s in summary["splits"].values())
+    assert (parsed, rows_written) == (4, 5)
+    labels = {
+        r["id"]: r["teacher_label"]
+        for s in ("train", "valid")
+        for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl")
+    }
+    assert labels["t2"] == "bug"  # "(b)" through letter_labels
+    assert summary["splits"]["test"]["teacher_accuracy"] == 1.0
