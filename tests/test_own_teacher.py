@@ -321,7 +321,7 @@ def test_the_readme_task_reference_covers_every_field_and_its_example_runs(tmp_p
     ]
     keys = ("ticket_id", "subject", "body", "category", "note")
     (tmp_path / "train.jsonl").write_text(
-        "".join(json.dumps(dict(zip(keys, r))) + "\n" for r in rows)
+        "".join(json.dumps(dict(zip(keys, r, strict=True))) + "\n" for r in rows)
     )
     (tmp_path / "test.csv").write_text(
         "ticket_id,subject,body,category,note\nt9,Bill,Too high,0,money\n"
