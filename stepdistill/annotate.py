@@ -21,6 +21,7 @@ From the command line::
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,13 @@ from .io import write_json, write_jsonl
 from .parse import OK
 from .prompts import build_prompt, render_answer
 from .tasks import Task, load_task
-from .teachers import Request, Teacher, load_teacher
+from .teachers import Request, Teacher, load_teacher, teacher_label
 from .teachers.store import CachingTeacher, Store
 
 
 def annotate(
     task: str | Task,
-    teacher: str | Teacher = "palm-replay",
+    teacher: str | Teacher = "replay",
     output: str | Path | None = None,
     splits: tuple[str, ...] = ("train", "valid", "test"),
     data: str | Path | None = None,
@@ -67,7 +68,7 @@ def annotate(
     ``<output>/store.sqlite`` on live backends.
     """
     task = task if isinstance(task, Task) else load_task(task)
-    teacher_name = teacher if isinstance(teacher, str) else teacher.name
+    teacher_name = teacher_label(teacher, task) if isinstance(teacher, str) else teacher.name
     output = Path(output) if output else default_folder(task, teacher_name)
     backend = (
         teacher
@@ -120,6 +121,10 @@ def annotate(
                 with_sample=samples > 1,
             )
             split_summary = summarize(rows)
+            if warning := parse_rate_warning(split, split_summary):
+                summary.setdefault("warnings", []).append(warning)
+                if not quiet:
+                    print(f"warning: {warning}", file=sys.stderr)
             if filter_correct:
                 kept = [
                     row for row in rows if row.get("gold_label") is None or row["teacher_correct"]
@@ -139,7 +144,10 @@ def annotate(
             summary["store"] = {
                 "path": str(cache.path),
                 "answered_from_store": backend.hits,
+                # Requests that reached the teacher; after a budget stop, those queued
+                # but never started are "not_asked" (asked on the next run).
                 "asked": backend.misses,
+                "not_asked": backend.handed - backend.misses,
                 "total_prompt_tokens": spent["prompt_tokens"],
                 "total_completion_tokens": spent["completion_tokens"],
                 "total_cost_usd": round(
@@ -246,6 +254,24 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Unparseable outputs count as wrong: they are what the teacher gave.
         summary["teacher_accuracy"] = correct / len(labelled)
     return summary
+
+
+LOW_PARSE_RATE = 0.5
+"""Below this share of parsed answers a split gets a warning: the task's parser most
+likely does not match how this teacher ends its answers."""
+
+
+def parse_rate_warning(split: str, summary: dict[str, Any]) -> str | None:
+    """A warning when few of a split's answers parsed (None otherwise)."""
+    rows, parsed = summary["rows"], summary["parsed"]
+    if not rows or parsed / rows >= LOW_PARSE_RATE:
+        return None
+    statuses = ", ".join(f"{n} {status}" for status, n in summary["parse_status"].items())
+    return (
+        f"{split}: only {parsed} of {rows} teacher answers parsed ({100 * parsed / rows:.0f}%: "
+        f"{statuses}); check the task's parser pattern (and teacher_output_field) against "
+        "the raw answers in the rationale files"
+    )
 
 
 def estimate_cost(

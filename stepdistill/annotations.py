@@ -12,12 +12,13 @@ from .io import read_jsonl
 from .metrics import is_correct
 from .parse import OK, example_choices, parse_continuation
 from .tasks import Task
-from .teachers import Completion
+from .teachers import Completion, teacher_label
 
 
 def default_folder(task: Task, teacher: str) -> Path:
-    """Where a task's rationales from a named teacher go unless a folder is given."""
-    return Path("annotations") / f"{task.name}-{teacher}"
+    """Where a task's rationales from a named teacher go unless a folder is given (the
+    replay teacher is named after what it replays: ``annotations/svamp-palm-replay``)."""
+    return Path("annotations") / f"{task.name}-{teacher_label(teacher, task)}"
 
 
 def has_annotations(directory: str | Path) -> bool:

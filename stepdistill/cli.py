@@ -16,6 +16,7 @@ from .config import ConfigError, TrainConfig, field_docs, load_config, parse_ove
 from .data import DataError
 from .device import resolve_device
 from .evaluate import evaluate
+from .export import export_annotations
 from .models import StudentError
 from .parallel import Processes, launch_rank
 from .predict import predict
@@ -93,6 +94,16 @@ def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--option expects key=value, got {item!r}")
         options[key.strip().replace("-", "_")] = yaml.safe_load(value)
     for name in ("model", "base_url", "temperature", "concurrency"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
+def run_teacher_options(args: argparse.Namespace) -> dict[str, Any]:
+    """For run and train: the teacher's options, plus the budget and store of its
+    annotation (used only when the rationale dataset does not exist yet)."""
+    options = teacher_options(args)
+    for name in ("max_cost", "prices", "store"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     return options
@@ -177,7 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             # As `stepdistill run` does: annotate with the teacher when nothing is stored
             # yet (under a multi-process launch rank 0 does it, the others then find it).
             with Processes(resolve_device(config.device)).main_first():
-                config.annotations = str(ensure_annotations(config, task))
+                config.annotations = str(
+                    ensure_annotations(config, task, run_teacher_options(args))
+                )
         metrics = train(config, task=task)
 
     if launch_rank() == 0:  # under a multi-process launch, rank 0 reports
@@ -196,7 +209,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
 
-    run(config_from_args(args))
+    run(config_from_args(args), teacher_options=run_teacher_options(args))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+
+    summary = export_annotations(
+        args.annotations,
+        args.output,
+        splits=tuple(args.splits.split(",")),
+        parsed_only=args.parsed_only,
+    )
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -278,6 +303,21 @@ def add_teacher_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_teacher_flags(parser: argparse.ArgumentParser) -> None:
+    """run / train: the teacher's flags, used when its rationale dataset is made."""
+    group = parser.add_argument_group(
+        "teacher (used only when the rationale dataset does not exist yet)"
+    )
+    add_teacher_flags(group)
+    group.add_argument(
+        "--max-cost", type=float, help="stop the teacher after this many USD of new requests"
+    )
+    group.add_argument("--prices", help="price table, YAML or JSON (see annotate --help)")
+    group.add_argument(
+        "--store", help="response store (default <annotations>/store.sqlite for live teachers)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stepdistill",
@@ -290,13 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole pipeline (annotate, train, evaluate); defaults: SVAMP, PaLM replay, SmolLM2-135M, dss",
     )
     add_config_flags(p)
+    add_run_teacher_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser(
         "annotate", help="teacher stage: rationales and labels for a task's examples"
     )
     p.add_argument("--task", default="svamp", help="built-in task or task YAML file")
-    p.add_argument("--teacher", default="palm-replay", help="teacher backend or alias")
+    p.add_argument(
+        "--teacher",
+        default="replay",
+        help="replay (the task's stored outputs), openai, hf, store, or an alias",
+    )
     p.add_argument("--output", help="output folder (default annotations/<task>-<teacher>)")
     p.add_argument("--splits", default="train,valid,test")
     p.add_argument(
@@ -346,12 +391,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="student stage: train one student into a new run folder")
     add_config_flags(p)
+    add_run_teacher_flags(p)
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue a killed run from its last checkpoint (its saved config is used)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser(
+        "export", help="a rationale dataset as one JSONL file to read, filter or reuse"
+    )
+    p.add_argument("annotations", help="folder written by annotate (annotations/<task>-<teacher>)")
+    p.add_argument("--output", required=True, help="JSONL file to write")
+    p.add_argument("--splits", default="train,valid,test")
+    p.add_argument("--parsed-only", action="store_true", help="only rows whose answer parsed")
+    p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("evaluate", help="recompute a run's metrics from its saved model")
     p.add_argument("run_dir")

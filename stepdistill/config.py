@@ -39,8 +39,9 @@ class TrainConfig:
     The table of modes is ``stepdistill/modes.py``."""
     student: str = "smollm2-135m"
     """Built-in student, local HF model folder, or hub id."""
-    teacher: str = "palm-replay"
-    """Teacher whose rationales (and labels, for distill) are used."""
+    teacher: str = "replay"
+    """Teacher whose rationales (and labels, for distill) are used: replay (the task's
+    stored outputs; called after them, e.g. palm-replay), openai, hf, store."""
     annotations: str | None = None
     """Folder of a rationale dataset from ``annotate``; made with ``teacher`` if not given."""
     label_source: str = "gold"
@@ -49,6 +50,10 @@ class TrainConfig:
     rationale_source: str = "teacher"
     """Rationales from the teacher, or the dataset's human-written ones (CoS-E for CQA,
     e-SNLI explanations, ANLI reasons)."""
+    more_rationales: str | None = None
+    """More rationale datasets (folders from ``annotate``, comma-separated), e.g. a second
+    teacher's: each example also trains on their rationale for it, as further
+    ``[rationale]`` rows (dss; the label row stays one). ``rationale_filter`` applies."""
     rationale_filter: bool = False
     """Train on the teacher's rationale only where the teacher's label agrees with gold
     (examples without gold keep theirs); the label target is always kept."""
@@ -90,6 +95,11 @@ class TrainConfig:
     evals_per_epoch: int = 1
     """Validation evaluations per epoch; the best-on-validation weights are kept."""
     eval_batch_size: int = 32
+    label_scoring: str = "generate"
+    """How validation and test read the student's label: generate (greedy decoding, any
+    task) or candidates (tasks with a closed label set: the most likely of the task's
+    labels or the example's choices, one forward pass, exact and cheaper; modes whose
+    label target is the label alone)."""
     checkpoint: bool = True
     """Save a resumable checkpoint (weights, optimizer, scheduler, RNG, data position)
     during training; ``stepdistill train --resume RUN_DIR`` continues a killed run.
@@ -122,8 +132,16 @@ class TrainConfig:
     output_dir: str = "runs"
     """Parent folder of run folders."""
     run_name: str | None = None
+    recipe: str | None = None
+    """A name for what this run tries, for sweeps and reports (e.g. dss-llama3: DSS on a
+    second teacher's rationales), where the mode's name alone does not say it. Changes
+    nothing in training."""
     data_dir: str | None = None
     """Benchmark data folder (default $STEPDISTILL_DATA, else ../shared/data)."""
+    report_to: str = "auto"
+    """Where the training log also goes, as in Hugging Face's trainer: auto (TensorBoard,
+    into <run>/tensorboard/, when the tensorboard package is installed), none, all
+    (every installed one of tensorboard, wandb, mlflow), or a comma-separated list."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -143,6 +161,8 @@ class TrainConfig:
         for name in ("train_limit", "eval_limit", "valid_limit"):
             if (limit := getattr(self, name)) is not None and limit < 1:
                 raise ConfigError(f"{name} must be >= 1 (or null: no limit)")
+        if self.label_scoring not in ("generate", "candidates"):
+            raise ConfigError("label_scoring must be generate or candidates")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0: off)")
         if self.lora_rank < 0 or (self.lora_rank and self.lora_alpha <= 0):

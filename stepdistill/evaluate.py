@@ -14,7 +14,7 @@ from typing import Any
 from .annotations import default_folder, has_annotations, load_annotations
 from .data import load_splits
 from .device import resolve_device, use_bf16
-from .inference import for_inference, predict
+from .inference import for_inference, student_labels
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import accuracy_rows, is_correct, labelled_accuracy
 from .models import load_student
@@ -30,40 +30,51 @@ def evaluate(
     rescore: bool = False,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Recompute a run's metrics: regenerate predictions from its saved model (or, with
-    ``rescore``, re-score its saved predictions) and write ``eval/<split>-metrics.json``.
-    ``device``: where the model runs (default: the run's ``device`` setting)."""
+    """Recompute a run's metrics: regenerate predictions from its saved model and write
+    ``eval/<split>-metrics.json`` (rows in ``eval/<split>.jsonl``), or, with ``rescore``,
+    re-score its saved predictions into ``eval/<split>-rescored-metrics.json``: each kind
+    of result has its own file.
+
+    By default the examples are those the run itself scored: the first ``eval_limit``
+    (for validation also ``valid_limit``) of the split, as training took them; ``limit``
+    chooses another number. The result says what was scored (``scored``). ``device``: where the model runs (default:
+    the run's ``device`` setting)."""
     run = load_run(run_dir)
     task, config = run.task, run.config
     mode = get_mode(config.mode)
+    run_limit = min(
+        filter(None, (config.eval_limit, config.valid_limit if split == "valid" else None)),
+        default=None,
+    )
+    limit = limit or run_limit
     if rescore:
         rows = read_jsonl(Path(run_dir) / "predictions" / f"{split}.jsonl")
+        rows = rows[:limit] if limit else rows
         for row in rows:
             row["correct"] = is_correct(task, row["prediction"], row["gold"])
         accuracy = labelled_accuracy(rows)
+        scored = f"{len(rows)} saved {split} predictions of the run, re-scored"
     else:
         examples = load_splits(task, config.data_dir)[split]
+        whole = len(examples)
         examples = examples[:limit] if limit else examples
+        scored = (
+            f"all {whole} {split} examples"
+            if len(examples) == whole
+            else f"the first {len(examples)} of {whole} {split} examples"
+            + (" (the run's limit)" if limit == run_limit else " (--limit)")
+        )
         if mode.rationale_in_input:
             examples = evaluation_inputs(
                 config, task, examples, teacher_rationales(config, task, split)
             )
-        model, tokenizer = load_student(str(Path(run_dir) / "model"))
         place = resolve_device(device or config.device)
+        model, tokenizer = load_student(str(Path(run_dir) / "model"))
         model.to(place)
         bf16 = use_bf16(config.bf16, place)
         for_inference(model, bf16)
-        predictions = predict(
-            model,
-            tokenizer,
-            task,
-            [e.input for e in examples],
-            mode,
-            max_input_tokens=config.max_input_tokens,
-            max_rationale_tokens=config.max_rationale_tokens,
-            batch_size=config.eval_batch_size,
-            bf16=bf16,
-            desc=f"evaluate {split}",
+        predictions = student_labels(
+            model, tokenizer, task, config, examples, bf16, desc=f"evaluate {split}"
         )
         accuracy, rows = accuracy_rows(task, examples, predictions)
         write_jsonl(Path(run_dir) / "eval" / f"{split}.jsonl", rows)
@@ -73,8 +84,11 @@ def evaluate(
         "examples": len(rows),
         "accuracy": accuracy,
         "rescored": rescore,
+        "scored": scored,
     }
-    write_json(Path(run_dir) / "eval" / f"{split}-metrics.json", result)
+    kind = "rescored-metrics" if rescore else "metrics"
+    write_json(Path(run_dir) / "eval" / f"{split}-{kind}.json", result)
+    result["file"] = str(Path(run_dir) / "eval" / f"{split}-{kind}.json")
     return result
 
 

@@ -250,6 +250,53 @@ def best_candidate(scores: list[float]) -> int:
     return max(range(len(scores)), key=lambda j: (scores[j], -j))
 
 
+def candidate_labels(task: Task, record: Any) -> list[str] | None:
+    """The closed label set of one item: the task's ``labels``, else the record's answer
+    choices (``choices_field``), normalised like training targets; None when it has none."""
+    if task.labels:
+        return list(task.labels)
+    field = task.choices_field
+    if field and isinstance(record, dict) and isinstance(record.get(field), list) and record[field]:
+        return [normalize_label(str(choice), task.normalize) for choice in record[field]]
+    return None
+
+
+def choose(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    inputs: list[str],
+    candidates: list[list[str]],
+    mode: Mode | str,
+    *,
+    max_input_tokens: int = 256,
+    batch_size: int = 32,
+    bf16: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Labels picked from each input's closed set by likelihood instead of generated: one
+    forward pass per batch, always one of the candidates (exact scoring of a closed label
+    set, cheaper than decoding). Only for modes whose ``[label]`` target is the label
+    alone (a label-first or single-task target goes on after it)."""
+    mode = get_mode(mode) if isinstance(mode, str) else mode
+    if mode.layout.holds_rationale:
+        raise ValueError(
+            f"mode {mode.name} writes more than the label after [label]: score it by generating"
+        )
+    scores = score_candidates(
+        model,
+        tokenizer,
+        inputs,
+        candidates,
+        max_input_tokens=max_input_tokens,
+        batch_size=batch_size,
+        bf16=bf16,
+    )
+    chosen = [
+        options[best_candidate(values)] for options, values in zip(candidates, scores, strict=True)
+    ]
+    return [{"prediction": normal_label(task, label), "raw": label} for label in chosen]
+
+
 def _score_causal(
     model: Any, tokenizer: Any, prompts: list[list[int]], targets: list[list[list[int]]]
 ) -> list[list[Any]]:
@@ -345,3 +392,49 @@ def _split(values: Any, lengths: list[list[int]]) -> list[list[Any]]:
             out[-1].append(values[start : start + length])
             start += length
     return out
+
+
+def student_labels(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    config: Any,
+    examples: list[Any],
+    bf16: bool | None,
+    desc: str | None = None,
+) -> list[dict[str, Any]]:
+    """A run's labels for examples, read as its config says (``label_scoring``): what
+    training's validation and test, and ``evaluate``, score."""
+    mode = get_mode(config.mode)
+    inputs = [example.input for example in examples]
+    if config.label_scoring == "candidates":
+        candidates = [candidate_labels(task, example.record) for example in examples]
+        missing = [e.id for e, options in zip(examples, candidates, strict=True) if not options]
+        if missing:
+            raise ValueError(
+                f"label_scoring candidates: task {task.name} has no label set and example "
+                f"{missing[0]} no choices; use label_scoring generate"
+            )
+        return choose(
+            model,
+            tokenizer,
+            task,
+            inputs,
+            candidates,  # type: ignore[arg-type]
+            mode,
+            max_input_tokens=config.max_input_tokens,
+            batch_size=config.eval_batch_size,
+            bf16=bf16,
+        )
+    return predict(
+        model,
+        tokenizer,
+        task,
+        inputs,
+        mode,
+        max_input_tokens=config.max_input_tokens,
+        max_rationale_tokens=config.max_rationale_tokens,
+        batch_size=config.eval_batch_size,
+        bf16=bf16,
+        desc=desc,
+    )

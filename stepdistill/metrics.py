@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from .arithmetic import same_value
+from .arithmetic import safe_value, same_value
 from .tasks import Task, normalize_label
 
 
@@ -15,7 +17,28 @@ def is_correct(task: Task, predicted: str | None, gold: str | None) -> bool:
         return False
     if task.metric == "equation":
         return same_value(predicted, gold)
+    if task.metric == "number":
+        a, b = number_value(predicted), number_value(gold)
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-4)
     return normalize_label(predicted, task.normalize) == normalize_label(gold, task.normalize)
+
+
+NUMBER = re.compile(
+    r"^\s*[$€£]?\s*(?P<number>[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)"
+)
+
+
+def number_value(text: str | None) -> float | None:
+    """The value of an answer for the ``number`` metric: an arithmetic expression
+    (``( 84.0 / 2.0 )``, a gold equation) by its value, else a leading number with its
+    unit or remark ignored (``9 (apples)``, ``$1,200``, ``42 points``); None otherwise."""
+    if text is None:
+        return None
+    value = safe_value(text)
+    if value is not None:
+        return value
+    match = NUMBER.match(text)
+    return float(match["number"].replace(",", "")) if match else None
 
 
 def accuracy(task: Task, predicted: Sequence[str | None], gold: Sequence[str | None]) -> float:

@@ -139,13 +139,21 @@ class Mode:
         """The student can give a rationale (after ``[rationale]``, or in its label output)."""
         return self.rationale_task or self.layout.holds_rationale
 
-    def targets(self, label: str, rationale: str | None, max_rationale_tokens: int) -> list[Target]:
-        """The rows one example contributes to a step (two for dss)."""
+    def targets(
+        self,
+        label: str,
+        rationale: str | None,
+        max_rationale_tokens: int,
+        more_rationales: tuple[str, ...] = (),
+    ) -> list[Target]:
+        """The rows one example contributes to a step: the label row once, and (a mode
+        with a rationale task) one ``[rationale]`` row per rationale it has."""
         extra = self.layout.extra_tokens(max_rationale_tokens)
         target = self.layout.target(label, rationale)
         rows = [Target(LABEL_PREFIX, target, LABEL, LABEL_TARGET_TOKENS + extra)]
-        if self.rationale_task and rationale:
-            rows.append(Target(RATIONALE_PREFIX, rationale, RATIONALE, max_rationale_tokens))
+        if self.rationale_task:
+            for text in (rationale, *more_rationales) if rationale else more_rationales:
+                rows.append(Target(RATIONALE_PREFIX, text, RATIONALE, max_rationale_tokens))
         return rows
 
     def label_budget(self, max_label_tokens: int, max_rationale_tokens: int) -> int:

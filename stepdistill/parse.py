@@ -78,6 +78,12 @@ def parse_continuation(raw: str | None, task: Task, choices: list[str] | None = 
                 label = normalized_choices[index]
         if label not in normalized_choices:
             return Parsed(INVALID_LABEL, rationale, None, raw_label)
+    elif not label and letter and task.letter_labels:
+        # "Answer: (b)" on a fixed label set: the task's letter map names the label. An
+        # unmapped letter stays invalid, never guessed.
+        label = task.letter_labels.get(letter.lower(), "")
+        if not label:
+            return Parsed(INVALID_LABEL, rationale, None, letter)
     if not label:
         return Parsed(UNPARSEABLE, rationale, None, raw_label)
     if task.labels is not None and label not in task.labels:

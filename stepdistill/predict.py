@@ -43,6 +43,8 @@ def predict(
     output_path = Path(output_path)
     done = existing_ids(output_path)
     student = Student.load(run_dir, batch_size=batch_size, device=device)
+    if rationale:
+        student.check_rationale()  # before any row is read or written
     id_field = student.task.id_field or "id"
     # A first pass checks every row (JSON, ids, fields) and counts them for the progress
     # bar before any model time is spent or any line is written: a bad file leaves no

@@ -39,11 +39,15 @@ MODE_NAMES = {
     "single-teacher": "single-task (teacher labels)",
     "label-first": "label-first (label, then rationale)",
     "dss-filtered": "DSS, rationales only where the teacher is right",
+    "dss-llama3": "DSS on Llama-3's rationales (a weaker teacher)",
+    "dss-two-teachers": "DSS on PaLM's and Llama-3's rationales (two rows)",
 }
 
 
 def variant(row: dict[str, Any]) -> str:
     """Mode, with the label source where it changes what the mode means."""
+    if row.get("recipe"):
+        return str(row["recipe"])
     return mode_variant(
         row["mode"], row.get("label_source", "gold"), bool(row.get("rationale_filter"))
     )
@@ -95,6 +99,9 @@ COMPARISONS = (
     ("dss-filtered", "standard"),
     ("label-first", "dss"),
     ("dss-filtered", "dss"),
+    ("dss-llama3", "dss"),
+    ("dss-two-teachers", "standard"),
+    ("dss-two-teachers", "dss"),
 )
 """The paper's claims as pairs: DSS against standard fine-tuning, against single-task
 training, and (teacher labels only) against standard distillation; then what training on

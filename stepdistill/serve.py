@@ -322,6 +322,11 @@ def create_app(student: Student, settings: ServeSettings | None = None) -> FastA
         except DataError as error:
             raise ApiError(400, str(error), param="inputs") from None
         check_length(texts, "input")
+        if body.rationale:
+            try:
+                student.check_rationale()
+            except ValueError as error:
+                raise ApiError(400, str(error), param="rationale") from None
         predictions = await run("predict", body.rationale, texts, request)
         return {"model": name, "predictions": [p.as_dict() for p in predictions]}
 

@@ -19,7 +19,14 @@ from typing import Any
 from .data import DataError, format_input
 from .device import resolve_device, use_bf16
 from .encode import is_seq2seq
-from .inference import best_candidate, for_inference, generate, predict, score_candidates
+from .inference import (
+    best_candidate,
+    candidate_labels,
+    for_inference,
+    generate,
+    predict,
+    score_candidates,
+)
 from .models import load_student
 from .modes import MODES, SINGLE, Mode, get_mode, with_rationale_input
 from .run_folder import load_run
@@ -127,8 +134,9 @@ class Student:
 
             torch.set_num_threads(threads)
         if run_dir is None:
+            place = resolve_device(device)  # before loading: a bad device fails fast
             model, tokenizer = load_student(str(path))
-            model.to(resolve_device(device))
+            model.to(place)
             return cls(
                 model,
                 tokenizer,
@@ -139,9 +147,9 @@ class Student:
                 bf16=bool(bf16),
             )
         run = load_run(run_dir)
-        model, tokenizer = load_student(str(run_dir / "model"))
         config = run.config
         place = resolve_device(device or config.device)
+        model, tokenizer = load_student(str(run_dir / "model"))
         model.to(place)
         return cls(
             model,
@@ -183,12 +191,8 @@ class Student:
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
         """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
         of inputs, in order. Decoding is greedy, so the same input gives the same answer."""
-        if rationale and self.is_run and not self.mode_spec.writes_rationale:
-            raise ValueError(
-                f"{self.name} was trained in mode {self.mode}, which never learns to write a "
-                "rationale: ask for labels only (modes that write one: "
-                f"{', '.join(m.name for m in MODES.values() if m.writes_rationale)})"
-            )
+        if rationale:
+            self.check_rationale()
         texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
         if not texts:
             return []
@@ -209,17 +213,25 @@ class Student:
             for r in results
         ]
 
+    def check_rationale(self) -> None:
+        """A ValueError when this student never learnt to write a rationale (asked before
+        any model time is spent by ``predict``, the server and the command line)."""
+        if self.is_run and not self.mode_spec.writes_rationale:
+            raise ValueError(
+                f"{self.name} was trained in mode {self.mode}, which never learns to write a "
+                "rationale: ask for labels only (modes that write one: "
+                f"{', '.join(m.name for m in MODES.values() if m.writes_rationale)})"
+            )
+
     def candidates(self, item: TaskInput, where: str = "input") -> list[str]:
         """The closed label set of one item: the task's ``labels``, else the record's
         answer choices (``choices_field``), normalised like training targets. Raises
         ``DataError`` when the item has none (free-text tasks, formatted text of a
         multiple-choice task)."""
-
-        if self.task.labels:
-            return list(self.task.labels)
+        labels = candidate_labels(self.task, item)
+        if labels:
+            return labels
         field = self.task.choices_field
-        if field and isinstance(item, dict) and isinstance(item.get(field), list) and item[field]:
-            return [normalize_label(str(choice), self.task.normalize) for choice in item[field]]
         raise DataError(
             f"{where}: no candidate labels (the task has no label set and the item no {field or 'choices'} field)"
         )

@@ -98,7 +98,7 @@ def run_id(config: TrainConfig) -> str:
     """A readable id that names what varies in the paper's experiments."""
     task = Path(config.task).stem
     student = Path(config.student).name
-    name = variant(config.mode, config.label_source, config.rationale_filter)
+    name = config.recipe or variant(config.mode, config.label_source, config.rationale_filter)
     return f"{task}-{name}-f{config.train_fraction:g}-{student}-s{config.seed}"
 
 
@@ -239,6 +239,7 @@ def sweep(
         predictions = run_dir / "predictions" / "test.jsonl"
         row = {
             "run_id": config.run_name,
+            **({"recipe": config.recipe} if config.recipe else {}),
             **{key: getattr(config, key) for key in RESULT_FIELDS},
             # the labels it trained on (distill always takes the teacher's, whatever the
             # config's label_source, which only dss / single read)

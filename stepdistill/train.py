@@ -42,7 +42,7 @@ from .device import (
     training_precision,
 )
 from .encode import is_seq2seq, pad_id, plain_lm_head
-from .inference import for_inference, predict
+from .inference import for_inference, student_labels
 from .io import new_run_dir, write_json, write_jsonl
 from .lora import apply_lora
 from .master_weights import MasterWeights
@@ -54,6 +54,7 @@ from .packing import IGNORE, collate, micro_batches, row_length, target_tokens
 from .parallel import Processes, shard
 from .run_folder import load_run, save_run_files
 from .tasks import Task, load_task
+from .tracking import start as start_tracking
 from .training_data import (
     annotations_folder,
     encode_example,
@@ -151,19 +152,8 @@ def evaluate_split(
     """Accuracy and scored rows on a split. Under a multi-process launch each process
     generates for its slice of the examples and every process gets all the predictions
     (so all agree on the best step and on early stopping)."""
-    mine = processes.share([e.input for e in examples])
-    predictions = predict(
-        model,
-        tokenizer,
-        task,
-        list(mine),
-        get_mode(config.mode),
-        max_input_tokens=config.max_input_tokens,
-        max_rationale_tokens=config.max_rationale_tokens,
-        batch_size=config.eval_batch_size,
-        bf16=bf16,
-        desc=desc,
-    )
+    mine = list(processes.share(examples))
+    predictions = student_labels(model, tokenizer, task, config, mine, bf16, desc)
     return accuracy_rows(task, examples, processes.gather(predictions))
 
 
@@ -277,6 +267,7 @@ def train(
             )
             save_run_files(run_dir, config, task)
         run_dir = processes.broadcast(run_dir)
+    tracker = start_tracking(config, run_dir, processes.main, state["step"])  # report_to
     best_unsaved = False
     stopped_early = False
     bar = tqdm(
@@ -367,6 +358,7 @@ def train(
                 state["evals_without_improvement"] += 1
             if processes.main:
                 write_jsonl(run_dir / "train_log.jsonl", state["log"])
+            tracker.sync(state["log"], state["history"])
             patience = config.early_stopping_patience
             if patience and state["evals_without_improvement"] >= patience:
                 stopped_early = True  # every process saw the same accuracies, so all stop here
@@ -437,5 +429,6 @@ def train(
         write_json(run_dir / "metrics.json", metrics)
         write_jsonl(run_dir / "train_log.jsonl", state["log"])
         remove_checkpoints(run_dir)  # the model is saved: the resume state is not needed
+    tracker.finish(state["log"], state["history"], metrics)
     processes.barrier()  # the others return once the run folder is complete
     return metrics

@@ -26,6 +26,9 @@ class TrainingExample:
     example: Example
     label: str
     rationale: str | None
+    more_rationales: tuple[str, ...] = ()
+    """Further rationales for the same example (``more_rationales`` datasets): each is
+    another ``[rationale]`` row."""
 
 
 def uses_teacher_labels(config: TrainConfig) -> bool:
@@ -77,8 +80,14 @@ def rationale_for(
             raise ValueError(f"task {task.name} has no human rationales (no human_rationale_field)")
         value = example.record.get(task.human_rationale_field)
         return str(value).strip() or None if value else None
+    return teacher_rationale(config, note)
+
+
+def teacher_rationale(config: TrainConfig, note: dict[str, Any]) -> str | None:
+    """A teacher's rationale from its annotation of an example (none under
+    ``rationale_filter`` where its label disagrees with gold: it argues for that label)."""
     if config.rationale_filter and note.get("teacher_correct") is False:
-        return None  # the teacher's label disagrees with gold: its rationale argues for it
+        return None
     return note.get("rationale")
 
 
@@ -98,6 +107,7 @@ def training_examples(
     """Pick each example's targets for the mode; count what had to be skipped and why."""
     mode = get_mode(config.mode)
     teacher_labels = mode.teacher_labels(config.label_source)
+    others = [load_annotations(folder, "train") for folder in more_rationale_folders(config)]
     chosen: list[TrainingExample] = []
     skipped = {"no_label": 0, "no_rationale": 0}
     for example in examples:
@@ -113,8 +123,29 @@ def training_examples(
             skipped["no_rationale"] += 1  # still trained on its label
         if mode.rationale_in_input:
             example, rationale = with_rationale(mode, example, rationale), None
-        chosen.append(TrainingExample(example, label, rationale))
+        more = tuple(
+            text
+            for notes in others
+            if (text := teacher_rationale(config, notes.get(example.id, {})))
+        )
+        chosen.append(TrainingExample(example, label, rationale, more))
     return chosen, skipped
+
+
+def more_rationale_folders(config: TrainConfig) -> list[Path]:
+    """The extra rationale datasets of ``more_rationales`` (only a mode that trains a
+    rationale task can use them: one more ``[rationale]`` row each)."""
+    folders = [Path(p.strip()) for p in (config.more_rationales or "").split(",") if p.strip()]
+    if folders and not get_mode(config.mode).rationale_task:
+        raise ValueError(
+            f"more_rationales needs a mode with a rationale task (dss), not {config.mode}"
+        )
+    for folder in folders:
+        if not has_annotations(folder):
+            raise FileNotFoundError(
+                f"{folder}/train.jsonl not found (more_rationales): run `stepdistill annotate` first"
+            )
+    return folders
 
 
 def evaluation_inputs(
@@ -165,5 +196,7 @@ def encode_example(
             encode_target(tokenizer, target.text, target.max_tokens),
             target.kind,
         )
-        for target in mode.targets(item.label, item.rationale, config.max_rationale_tokens)
+        for target in mode.targets(
+            item.label, item.rationale, config.max_rationale_tokens, item.more_rationales
+        )
     ]

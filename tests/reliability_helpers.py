@@ -43,7 +43,8 @@ def hit():
     return calls["n"] == count
 
 if point == "step":
-    import stepdistill.train as train
+    import importlib
+    train = importlib.import_module("stepdistill.train")
     real_step = train.step_loss
     def step_loss(*args, **kwargs):
         if hit():

@@ -4,6 +4,7 @@ import cycles (function-level imports counted), modes compared in one module onl
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,14 @@ STAGES = {
     "sweep",
     "report",
     "run",
+    "export",
 }
 ORCHESTRATORS = {"run", "sweep"}
 """Stages that chain other stages; every other stage imports helper modules only."""
 COMMAND = "cli"
 """The command line: it parses arguments and calls the stages."""
+PUBLIC = "stepdistill"
+"""The package itself: it re-exports the public API (stages included); nothing imports it."""
 LAZY_ALLOWED = {("cli", "serve")}
 """Function-level imports of project modules allowed: the CLI imports the server (and with
 it FastAPI) only for ``stepdistill serve``."""
@@ -102,7 +106,7 @@ def test_stages_import_helpers_only_and_helpers_never_import_stages():
         source = short(module)
         for target, _ in edges:
             target = short(target)
-            if target not in STAGES or source == COMMAND:
+            if target not in STAGES or source in (COMMAND, PUBLIC):
                 continue
             if source in STAGES and source in ORCHESTRATORS:
                 continue
@@ -141,6 +145,7 @@ def test_mode_names_are_compared_in_modes_py_only():
 def test_importing_the_cli_and_the_stages_pulls_in_no_heavy_library():
     code = (
         "import sys, stepdistill.cli, stepdistill.train, stepdistill.evaluate, stepdistill.student\n"
+        "from stepdistill import Student, TrainConfig, annotate, train\n"
         "print(sorted(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -166,17 +171,19 @@ def test_run_loads_the_task_once_and_evaluate_never_calls_a_teacher(tmp_path, mo
     import pytest
     from test_pinned import students, write_task
 
-    import stepdistill.run
-    import stepdistill.train
     from stepdistill.config import make_config
     from stepdistill.evaluate import evaluate
+
+    # The modules: on the package, ``stepdistill.run`` and ``.train`` are the functions.
+    run_module = importlib.import_module("stepdistill.run")
+    train_module = importlib.import_module("stepdistill.train")
 
     made = students(tmp_path / "students")
     task = write_task(tmp_path / "task")
     loads = []
-    real = stepdistill.run.load_task
-    monkeypatch.setattr(stepdistill.run, "load_task", lambda name: loads.append(name) or real(name))
-    monkeypatch.setattr(stepdistill.train, "load_task", lambda name: pytest.fail("reloaded"))
+    real = run_module.load_task
+    monkeypatch.setattr(run_module, "load_task", lambda name: loads.append(name) or real(name))
+    monkeypatch.setattr(train_module, "load_task", lambda name: pytest.fail("reloaded"))
     config = make_config(
         {
             "task": str(task),
@@ -190,10 +197,25 @@ def test_run_loads_the_task_once_and_evaluate_never_calls_a_teacher(tmp_path, mo
             "run_name": "run",
         }
     )
-    metrics = stepdistill.run.run(config)
+    metrics = run_module.run(config)
     assert loads == [str(task)] and metrics["requires_teacher_rationales"]
     # Without its rationale dataset, evaluating it is a clear error, not a teacher call.
-    monkeypatch.setattr("stepdistill.annotate.annotate", lambda *a, **k: pytest.fail("asked"))
+    monkeypatch.setattr(
+        importlib.import_module("stepdistill.annotate"),
+        "annotate",
+        lambda *a, **k: pytest.fail("asked"),
+    )
     (tmp_path / "task" / "annotations" / "train.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="stepdistill annotate"):
         evaluate(tmp_path / "runs" / "run")
+
+
+def test_no_module_imports_the_package_root():
+    """The root re-exports the stages: a module importing it would close a cycle."""
+    wrong = [
+        f"{short(module)} -> stepdistill"
+        for module, edges in imports().items()
+        for target, _ in edges
+        if target == PUBLIC and module != PUBLIC
+    ]
+    assert wrong == []

@@ -2,14 +2,17 @@
 evaluations in a row without a better accuracy (keeping the best weights); valid_limit
 validates on a fixed subset."""
 
+import importlib
 import json
 
 import pytest
 from tiny_run import train_command
 
-import stepdistill.train as train_module
 from stepdistill.cli import main
 from stepdistill.config import ConfigError, make_config
+
+# The module (``stepdistill.train`` on the package is the function).
+train_module = importlib.import_module("stepdistill.train")
 
 
 def scripted_validation(monkeypatch, accuracies):

@@ -540,3 +540,20 @@ def test_a_list_of_grids_expands_each_and_order_by_seed_interleaves_them(tmp_pat
     path.write_text("grid: [{seed: [0]}]\norder_by: mode\n")
     with pytest.raises(ConfigError, match="order_by"):
         load_sweep(path)
+
+
+def test_a_recipe_names_the_run_and_its_report_row(tmp_path, monkeypatch):
+    path = write_sweep(
+        tmp_path,
+        [{"mode": ["standard"]}, {"mode": ["dss"], "recipe": ["dss-llama3"]}],
+    )
+    assert [c.run_name for c in expand(load_sweep(path))] == [
+        "svamp-standard-f1-smollm2-135m-s0",
+        "svamp-dss-llama3-f1-smollm2-135m-s0",
+    ]
+    without_training(monkeypatch, lambda config, **_: dict(FAKE_METRICS))
+    rows = sweep(path)
+    assert [r.get("recipe") for r in rows] == [None, "dss-llama3"]
+    from stepdistill.report import variant
+
+    assert [variant(r) for r in rows] == ["standard", "dss-llama3"]

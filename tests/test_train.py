@@ -12,7 +12,7 @@ from stepdistill.models import load_student
 from stepdistill.modes import LABEL, RATIONALE
 from stepdistill.packing import IGNORE, collate, micro_batches
 from stepdistill.train import step_loss, token_losses
-from stepdistill.training_data import TrainingExample, encode_example
+from stepdistill.training_data import TrainingExample, encode_example, training_examples
 
 
 def examples(n=6):
@@ -241,3 +241,52 @@ def test_extra_unlabeled_inputs_train_on_teacher_labels(tmp_path):
         ("extra-a", "(3 + 0)", "He has 3.")
     ]
     assert skipped["no_label"] == 1
+
+
+def test_more_rationales_add_rationale_rows_and_keep_one_label_row(tmp_path, tiny_causal):
+    from test_pinned import write_task
+
+    from stepdistill.tasks import load_task
+    from stepdistill.training_data import training_annotations
+
+    task_path = write_task(tmp_path / "task")
+    second = tmp_path / "second"
+    second.mkdir()
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "task" / "annotations" / "train.jsonl").read_text().splitlines()
+    ]
+    for row in rows:
+        row["rationale"] = "Another teacher: " + row["rationale"]
+    (second / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    values = {"task": str(task_path), "annotations": str(tmp_path / "task" / "annotations")}
+    config = make_config({**values, "mode": "dss", "more_rationales": str(second)})
+    task = load_task(str(task_path))
+    from stepdistill.data import load_splits
+
+    train_split = load_splits(task)["train"]
+    items, _ = training_examples(config, train_split, training_annotations(config, task), task)
+    _, tokenizer = load_student(str(tiny_causal))
+    encoded = encode_example(tokenizer, config, items[0], False)
+    assert [row.kind for row in encoded] == [LABEL, RATIONALE, RATIONALE]
+    assert items[0].more_rationales[0].startswith("Another teacher: ")
+    # with the filter, a wrong teacher's rationales go from both sources
+    filtered = make_config(
+        {**values, "mode": "dss", "more_rationales": str(second), "rationale_filter": True}
+    )
+    items, skipped = training_examples(
+        filtered, train_split, training_annotations(filtered, task), task
+    )
+    wrong = [i for i in items if i.rationale is None]
+    assert (
+        wrong
+        and all(i.more_rationales == () for i in wrong)
+        and skipped["no_rationale"] == len(wrong)
+    )
+    with pytest.raises(ValueError, match="more_rationales needs a mode with a rationale task"):
+        training_examples(
+            make_config({**values, "mode": "single", "more_rationales": str(second)}),
+            train_split,
+            {},
+            task,
+        )

@@ -17,7 +17,7 @@ import yaml
 
 BUILTIN_DIR = Path(__file__).parent
 NORMALIZERS = ("text", "equation", "none")
-METRICS = ("exact", "equation")
+METRICS = ("exact", "equation", "number")
 
 
 class TaskError(ValueError):
@@ -73,13 +73,18 @@ class Task:
     """Maps stored label values (e.g. 0/1/2) to label text."""
     labels: list[str] | None = None
     """Closed label set, or ``None`` for free text."""
+    letter_labels: dict[str, str] | None = None
+    """Maps a bare letter answer (the parser's ``letter`` group, e.g. ``(b)``) to a label of
+    the fixed label set, e.g. ``{a: entailment, b: neutral, c: contradiction}``."""
     choices_field: str | None = None
     """Field with per-example answer choices (multiple choice)."""
     normalize: str = "text"
     """Label normal form: ``text`` (lower case, single spaces, no final period),
     ``equation`` (single spaces) or ``none``."""
     metric: str = "exact"
-    """``exact`` (normalised match) or ``equation`` (same arithmetic value)."""
+    """``exact`` (normalised match), ``equation`` (same arithmetic value) or ``number``
+    (same numeric value; a trailing unit such as ``9 (apples)`` or ``$5`` is ignored, and
+    a gold equation counts by its value)."""
     max_label_tokens: int = 32
     """Generation budget for a label."""
     human_rationale_field: str | None = None
@@ -88,6 +93,13 @@ class Task:
     teacher_outputs: dict[str, list[str]] = field(default_factory=dict)
     """Split -> stored teacher continuation files (JSON lists aligned with the rows),
     for the replay teacher. ``{0..9}`` expands to ten files."""
+    teacher_output_field: str | None = None
+    """Where a teacher-outputs file holds the continuation: ``None`` for a JSON list of
+    strings; a field name (e.g. ``gen_label``) for a JSON list of objects or a JSONL file."""
+    teacher_name: str | None = None
+    """Who wrote the stored teacher outputs (e.g. ``palm``, ``llama3``): the replay teacher
+    is then called ``<teacher_name>-replay`` (its annotations folder, summaries and tables
+    say so). Default: the first teacher-outputs file's name."""
     demonstrations: list[dict[str, str]] = field(default_factory=list)
     """Few-shot examples (input, rationale, label) for prompting a live teacher. A
     demonstration may also carry record fields that ``question_template`` names."""
@@ -119,6 +131,27 @@ class Task:
             raise TaskError(f"task {self.name}: files must name at least a train or test split")
         if self.labels is not None:
             self.labels = [normalize_label(str(label), self.normalize) for label in self.labels]
+        if self.letter_labels is not None:
+            self.letter_labels = {
+                letter.strip("() ").lower(): normalize_label(str(label), self.normalize)
+                for letter, label in self.letter_labels.items()
+            }
+            stray = sorted(set(self.letter_labels.values()) - set(self.labels or []))
+            if self.labels is None or stray:
+                raise TaskError(
+                    f"{self._where()}: letter_labels must map letters to labels of the fixed "
+                    f"label set (labels: {self.labels}); not in it: {stray}"
+                )
+
+    @property
+    def replay_name(self) -> str:
+        """What the replay teacher of this task is called: ``<teacher_name>-replay``, else
+        named after the first stored-outputs file (``outputs-replay`` for ``outputs.json``)."""
+        source = self.teacher_name
+        if source is None:
+            first = next((f for files in self.teacher_outputs.values() for f in files), "")
+            source = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(first).stem).strip("-.") or "stored"
+        return f"{source}-replay"
 
     def _where(self) -> str:
         return self.source or f"task {self.name}"
@@ -137,7 +170,14 @@ class Task:
             if f.name in ("max_label_tokens",):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise fail(f.name, "a positive whole number", value)
-            elif f.name in ("label_field", "id_field", "choices_field", "human_rationale_field"):
+            elif f.name in (
+                "label_field",
+                "id_field",
+                "choices_field",
+                "human_rationale_field",
+                "teacher_output_field",
+                "teacher_name",
+            ):
                 if value is not None and not isinstance(value, str):
                     raise fail(f.name, "a field name", value)
             elif f.name == "files":
@@ -156,6 +196,14 @@ class Task:
                     or not all(isinstance(v, scalar) for v in value.values())
                 ):
                     raise fail(f.name, "a mapping of stored value to label", value)
+            elif f.name == "letter_labels":
+                if value is not None and (
+                    not isinstance(value, dict)
+                    or not all(
+                        isinstance(k, str) and isinstance(v, scalar) for k, v in value.items()
+                    )
+                ):
+                    raise fail(f.name, "a mapping of letter to label, e.g. {a: yes, b: no}", value)
             elif f.name == "validation":
                 if value is not None and not isinstance(value, dict):
                     raise fail(

@@ -89,6 +89,8 @@ BACKENDS: dict[str, str] = {
 }
 # Friendly names for a backend with preset options.
 ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    # The first name of the replay teacher (the built-in tasks replay PaLM's outputs); it
+    # is called after what it replays, like ``replay`` (see ``teacher_label``).
     "palm-replay": ("replay", {}),
     # A local OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, `stepdistill serve`).
     "local-openai": (
@@ -101,6 +103,21 @@ ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 def teacher_names() -> list[str]:
     """Every backend and alias name ``load_teacher`` accepts."""
     return sorted(set(BACKENDS) | set(ALIASES))
+
+
+def teacher_label(name: str, task: Task) -> str:
+    """What a teacher is called in folders, summaries and tables: the replay teacher says
+    what it replays (``palm-replay`` on the built-in tasks, ``llama3-replay`` for a task
+    whose ``teacher_name`` is llama3); any other name is itself."""
+    backend, _ = ALIASES.get(name, (name, {}))
+    return task.replay_name if backend == "replay" else name
+
+
+REQUIRED_HINTS: dict[str, str] = {
+    "model": "--model NAME (the model the server serves, e.g. gpt-4o-mini, or a folder / "
+    "hub id for hf)",
+    "path": "--option path=STORE.sqlite",
+}
 
 
 def load_teacher(name: str, task: Task, data: Any = None, **options: Any) -> Teacher:
@@ -120,4 +137,15 @@ def load_teacher(name: str, task: Task, data: Any = None, **options: Any) -> Tea
         )
     if cls.reads_data:
         options = {"data": data, **options}
-    return cls(task=task, **{**preset, **options})
+    given = {**preset, **options}
+    missing = [
+        n
+        for n, p in parameters.items()
+        if n != "task" and p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+        if n not in given
+    ]
+    if missing:
+        raise ValueError(
+            f"teacher {name} needs {'; '.join(REQUIRED_HINTS.get(n, f'--option {n}=VALUE') for n in missing)}"
+        )
+    return cls(task=task, **given)

@@ -263,7 +263,12 @@ class CachingTeacher(Teacher):
         self.max_tokens = backend.max_tokens
         self.identity = backend_identity(backend)
         self.hits = 0
+        """Requests answered from the store."""
         self.misses = 0
+        """Requests that reached the backend and came back (answered or failed): after a
+        budget stop, those never started are not counted."""
+        self.handed = 0
+        """Requests not in the store, handed to the backend (some may never start)."""
         self.late: list[Completion] = []
         """Answers that arrived after the consumer stopped (stored, not yielded)."""
 
@@ -304,7 +309,7 @@ class CachingTeacher(Teacher):
                 "completion_tokens": row["completion_tokens"] or 0,
             }
             yield Completion(request, row["text"], usage=usage, cached=True)
-        self.misses += len(missing)
+        self.handed += len(missing)
         if not missing:
             return
         # Identical requests (two examples with the same input) are asked once; the
@@ -316,6 +321,7 @@ class CachingTeacher(Teacher):
 
         def keep(completion: Completion) -> Iterator[Completion]:
             key = keys[id(completion.request)]
+            self.misses += 1
             if completion.error is None and completion.text is not None:
                 self.store.put(key, self.identity, completion)
             else:
