@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
 bin=.venv/bin
-for sweep in svamp-ablation svamp-curve svamp-unlabeled cqa-ablation cqa-unlabeled; do
-    task=${sweep%%-*} # svamp-… and cqa-… sweeps write to benchmarks/paper/svamp and …/cqa
-    "$bin/stepdistill" sweep "benchmarks/paper/$sweep.yaml" --report "benchmarks/paper/$task/report"
+# Issue 25's recipes read a second teacher's rationales too (Llama-3, replayed).
+"$bin/stepdistill" annotate --task svamp-llama3 > /dev/null
+for sweep in svamp-ablation svamp-curve svamp-unlabeled cqa-ablation cqa-unlabeled svamp-recipes; do
+    report=benchmarks/paper/${sweep%%-*}/report # svamp-… and cqa-… sweeps: …/svamp, …/cqa
+    [ "$sweep" = svamp-recipes ] && report=benchmarks/paper/svamp-recipes/report
+    "$bin/stepdistill" sweep "benchmarks/paper/$sweep.yaml" --report "$report"
 done
