@@ -26,10 +26,12 @@ def training_set(config):
     """(task, subsample, training examples, skip counts) of the run ``config`` describes,
     built by the functions ``train`` uses (less any extra unlabeled inputs)."""
     from stepdistill.data import load_splits
+    from stepdistill.run import ensure_annotations
     from stepdistill.tasks import load_task
     from stepdistill.training_data import training_annotations, training_examples, training_pool
 
     task = load_task(config.task)
+    ensure_annotations(config, task)  # as `sweep` does: the teacher's rationales, once
     pool = training_pool(config, load_splits(task, config.data_dir)["train"])
     items, skipped = training_examples(config, pool, training_annotations(config, task), task)
     return task, pool, items, skipped
@@ -66,10 +68,11 @@ def main() -> None:
     total = left = 0.0
     for path in args.sweeps:
         spec = load_sweep(path)
-        seeds = len(spec["grid"].get("seed") or [None])  # none listed: the base's one seed
+        configs = expand(spec)
+        seeds = len({config.seed for config in configs})
         done = recorded_runs(Path(spec["output_dir"]) / "results.jsonl")
         hours: dict[str, float] = {}  # per grid point; its seeds differ in order, not size
-        for config in expand(spec):
+        for config in configs:
             point = config.run_name.removesuffix(f"-s{config.seed}")
             if point not in hours:  # the point's first seed: count its tokens once
                 examples, tokens = training_tokens(config)
