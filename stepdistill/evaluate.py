@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .annotations import default_folder, has_annotations, load_annotations
+from .annotations import load_annotations
 from .data import load_splits
 from .device import resolve_device, use_bf16
 from .inference import for_inference, student_labels
@@ -20,7 +20,7 @@ from .metrics import accuracy_rows, is_correct, labelled_accuracy
 from .models import load_student
 from .modes import get_mode
 from .run_folder import load_run
-from .training_data import evaluation_inputs
+from .training_data import annotations_folder, evaluation_inputs
 
 
 def evaluate(
@@ -66,7 +66,14 @@ def evaluate(
         )
         if mode.rationale_in_input:
             examples = evaluation_inputs(
-                config, task, examples, teacher_rationales(config, task, split)
+                config,
+                task,
+                examples,
+                (
+                    {}
+                    if config.rationale_source == "human"
+                    else load_annotations(annotations_folder(config, task), split)
+                ),
             )
         place = resolve_device(device or config.device)
         model, tokenizer = load_student(str(Path(run_dir) / "model"))
@@ -90,20 +97,3 @@ def evaluate(
     write_json(Path(run_dir) / "eval" / f"{split}-{kind}.json", result)
     result["file"] = str(Path(run_dir) / "eval" / f"{split}-{kind}.json")
     return result
-
-
-def teacher_rationales(config: Any, task: Any, split: str) -> dict[str, dict[str, Any]]:
-    """The stored teacher rationales of a split, for a rationale-input run (none needed
-    for human rationales); an error when they were never made."""
-    if config.rationale_source == "human":
-        return {}
-    folder = (
-        Path(config.annotations) if config.annotations else default_folder(task, config.teacher)
-    )
-    if not has_annotations(folder):
-        raise FileNotFoundError(
-            f"this {config.mode} run reads the teacher's rationale with each input, and none "
-            f"are stored at {folder}: run `stepdistill annotate --task {task.name} --teacher "
-            f"{config.teacher} --output {folder}` first"
-        )
-    return load_annotations(folder, split)
