@@ -77,8 +77,25 @@ def remove_checkpoints(run_dir: Path) -> None:
         (run_dir / leftover_file).unlink(missing_ok=True)
 
 
+def device_rng_state(device: str) -> dict[str, Any]:
+    """This process's random-number states: the CPU's, and its GPU's when it trains on one."""
+    import torch
+
+    state = {"cpu": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
 def restore_state(
-    run_dir: Path, weights: Any, optimizer: Any, scheduler: Any, rng: random.Random, processes: Any
+    run_dir: Path,
+    weights: Any,
+    optimizer: Any,
+    scheduler: Any,
+    rng: random.Random,
+    processes: Any,
+    device: str = "cpu",
+    scaler: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load a run's last checkpoint into the training objects; its saved state and best."""
     import torch
@@ -91,8 +108,13 @@ def restore_state(
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     per_process = saved.get("torch_rng_per_process") or []
-    torch.set_rng_state(
-        per_process[processes.rank] if len(per_process) == processes.world else saved["torch_rng"]
-    )
+    mine = per_process[processes.rank] if len(per_process) == processes.world else None
+    if not isinstance(mine, dict):  # a checkpoint from before the GPU's state was kept
+        mine = {"cpu": mine if mine is not None else saved["torch_rng"]}
+    torch.set_rng_state(mine["cpu"])
+    if "cuda" in mine and device.startswith("cuda"):  # the same run on a GPU again
+        torch.cuda.set_rng_state(mine["cuda"], torch.device(device))
+    if scaler is not None and "scaler" in saved:
+        scaler.load_state_dict(saved["scaler"])
     rng.setstate(saved["python_rng"])
     return saved, best

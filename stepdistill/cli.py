@@ -180,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--resume continues a run with its saved config; drop {' '.join(given)}"
             )
-        metrics = train(TrainConfig(device=args.device or "auto"), resume=args.resume)
+        metrics = train(TrainConfig(), resume=args.resume, device=args.device)
     else:
         config = config_from_args(args)
         task = load_task(config.task)

@@ -163,6 +163,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 (or null: no limit)")
         if self.label_scoring not in ("generate", "candidates"):
             raise ConfigError("label_scoring must be generate or candidates")
+        if self.label_scoring == "candidates" and MODES[self.mode].layout.holds_rationale:
+            raise ConfigError(
+                f"label_scoring candidates scores the label alone; mode {self.mode} writes more "
+                "after [label]: use label_scoring generate"
+            )
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0: off)")
         if self.lora_rank < 0 or (self.lora_rank and self.lora_alpha <= 0):

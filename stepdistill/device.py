@@ -17,7 +17,11 @@ therefore means "bf16 if supported"; true or false force it. How training uses i
 - CUDA: fp32 parameters under bf16 autocast (fp16 autocast with gradient scaling on a GPU
   without bf16), TF32 matmuls on.
 
-Inference (``inference.for_inference``) uses bf16 parameters wherever bf16 is on.
+Inference (``inference.for_inference``) uses bf16 parameters wherever bf16 is on. One
+difference remains on a GPU: validation during training runs under bf16 autocast over
+the fp32 training parameters, while the test at the end (and a reloaded ``Student``)
+casts the parameters to bf16, so the best step is chosen on numbers that can differ
+slightly from the test's. On the CPU both are bf16 parameters.
 """
 
 from __future__ import annotations
@@ -180,6 +184,8 @@ def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
     """A collated batch on the training device (pinned host memory, an asynchronous copy)."""
     if device == "cpu":
         return batch
+    if not is_cuda(device):  # mps: a plain copy (pinned memory is a CUDA host feature)
+        return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     return {
         key: value.pin_memory().to(device, non_blocking=True)
         if hasattr(value, "pin_memory")

@@ -394,6 +394,18 @@ def _split(values: Any, lengths: list[list[int]]) -> list[list[Any]]:
     return out
 
 
+def check_candidates(task: Task, examples: list[Any]) -> list[list[str]]:
+    """Each example's closed label set; an error naming the first example without one."""
+    candidates = [candidate_labels(task, example.record) for example in examples]
+    for example, options in zip(examples, candidates, strict=True):
+        if not options:
+            raise ValueError(
+                f"label_scoring candidates: task {task.name} has no label set and example "
+                f"{example.id} no choices; use label_scoring generate"
+            )
+    return candidates  # type: ignore[return-value]
+
+
 def student_labels(
     model: Any,
     tokenizer: Any,
@@ -408,13 +420,7 @@ def student_labels(
     mode = get_mode(config.mode)
     inputs = [example.input for example in examples]
     if config.label_scoring == "candidates":
-        candidates = [candidate_labels(task, example.record) for example in examples]
-        missing = [e.id for e, options in zip(examples, candidates, strict=True) if not options]
-        if missing:
-            raise ValueError(
-                f"label_scoring candidates: task {task.name} has no label set and example "
-                f"{missing[0]} no choices; use label_scoring generate"
-            )
+        candidates = check_candidates(task, examples)
         return choose(
             model,
             tokenizer,

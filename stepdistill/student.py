@@ -82,6 +82,7 @@ class Student:
         max_rationale_tokens: int = 128,
         batch_size: int = 32,
         bf16: bool = False,
+        label_scoring: str = "generate",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -95,6 +96,9 @@ class Student:
         self.max_rationale_tokens = max_rationale_tokens
         self.batch_size = batch_size
         self.bf16 = bf16
+        self.label_scoring = label_scoring
+        """How the run read its labels at validation and test (``generate``, or
+        ``candidates``: the most likely of a closed label set); ``predict`` does the same."""
         """bf16 compute, with the weights cast to bf16 once, here (``inference.for_inference``:
         the policy of training's validation and test too)."""
         for_inference(model, bf16)
@@ -161,6 +165,7 @@ class Student:
             max_input_tokens=config.max_input_tokens,
             max_rationale_tokens=config.max_rationale_tokens,
             batch_size=batch_size or config.eval_batch_size,
+            label_scoring=config.label_scoring,
             bf16=use_bf16(
                 bf16 if bf16 is not None else (False if config.bf16 is False else None), place
             ),
@@ -190,12 +195,27 @@ class Student:
 
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
         """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
-        of inputs, in order. Decoding is greedy, so the same input gives the same answer."""
+        of inputs, in order. Decoding is greedy, so the same input gives the same answer.
+        A run that scored its labels as candidates (``label_scoring``) picks them so here
+        too; its rationales are still generated."""
         if rationale:
             self.check_rationale()
         texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
         if not texts:
             return []
+        if self.label_scoring == "candidates":
+            chosen = self.choose(inputs)
+            if not rationale:
+                return chosen
+            written = self.predict_generating(texts, rationale=True)
+            return [
+                Prediction(label=c.label, raw=c.raw, rationale=w.rationale)
+                for c, w in zip(chosen, written, strict=True)
+            ]
+        return self.predict_generating(texts, rationale)
+
+    def predict_generating(self, texts: list[str], rationale: bool) -> list[Prediction]:
+        """``predict`` by greedy decoding, for formatted input texts."""
         results = predict(
             self.model,
             self.tokenizer,

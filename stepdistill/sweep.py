@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from .run_folder import load_run
 from .stats import correctness_record
 from .tasks import Task, load_task
 from .train import train
-from .training_data import uses_teacher_labels
+from .training_data import needs_annotations, uses_teacher_labels
 
 RESULT_FIELDS = (
     "task",
@@ -131,8 +132,14 @@ def earlier_folders(config: TrainConfig) -> list[Path]:
 
 
 def same_run(a: TrainConfig, b: TrainConfig) -> bool:
-    """Two configs of the same run: equal in everything but the device they train on."""
-    return {**a.to_dict(), "device": None} == {**b.to_dict(), "device": None}
+    """Two configs of the same run: equal in everything but the device they train on (and
+    the replay teacher's old name, ``palm-replay``, for runs saved before it was ``replay``)."""
+
+    def key(config: TrainConfig) -> dict[str, Any]:
+        teacher = "replay" if config.teacher == "palm-replay" else config.teacher
+        return {**config.to_dict(), "device": None, "teacher": teacher}
+
+    return key(a) == key(b)
 
 
 def previous_attempt(folders: list[Path]) -> tuple[Path | None, str]:
@@ -151,6 +158,7 @@ def previous_attempt(folders: list[Path]) -> tuple[Path | None, str]:
 
 
 UNSTARTED = {"config.yaml", "task.yaml"}
+"""What a run folder holds before its first checkpoint (besides a tracker's ``tensorboard/``)."""
 
 
 def remove_unstarted(folders: list[Path]) -> list[Path]:
@@ -163,9 +171,10 @@ def remove_unstarted(folders: list[Path]) -> list[Path]:
         return []
     removed = []
     for folder in folders:
-        if {entry.name for entry in folder.iterdir()} == UNSTARTED:
+        if {entry.name for entry in folder.iterdir()} - {"tensorboard"} == UNSTARTED:
             for entry in UNSTARTED:
                 (folder / entry).unlink()
+            shutil.rmtree(folder / "tensorboard", ignore_errors=True)
             folder.rmdir()
             removed.append(folder)
     return removed
@@ -225,12 +234,16 @@ def sweep(
         if dry_run:
             continue
         started = time.time()
-        task = tasks.setdefault(config.task, load_task(config.task))
+        if config.task not in tasks:
+            tasks[config.task] = load_task(config.task)
+        task = tasks[config.task]
+        if needs_annotations(config):  # the teacher's rationale dataset, annotated once
+            ensure_annotations(config, task)
         if left == "finished":
             assert folder is not None
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         elif left == "checkpoint":
-            metrics = train(config, resume=folder, task=task)
+            metrics = train(config, resume=folder, task=task, device=device)
         else:
             remove_unstarted(earlier)
             metrics = train(config, task=task)

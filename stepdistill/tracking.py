@@ -15,6 +15,7 @@ sends the rows of the training log it has not sent yet, so the loop stays as it 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ def start(config: TrainConfig, run_dir: Path | None, main: bool, step: int = 0) 
             config=config.to_dict(),
             dir=str(run_dir),
             resume="allow",
-            id=Path(run_dir).name,
+            # the run folder's full path, hashed: two sweeps' runs of one grid point differ
+            id=hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
         )
         backends["wandb"] = wandb
     if "mlflow" in names:

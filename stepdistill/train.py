@@ -29,7 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .annotations import load_annotations
-from .checkpoint import remove_checkpoints, restore_state, save_checkpoint
+from .checkpoint import device_rng_state, remove_checkpoints, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import Example, load_splits, require_splits
 from .device import (
@@ -42,7 +42,7 @@ from .device import (
     training_precision,
 )
 from .encode import is_seq2seq, pad_id, plain_lm_head
-from .inference import for_inference, student_labels
+from .inference import check_candidates, for_inference, student_labels
 from .io import new_run_dir, write_json, write_jsonl
 from .lora import apply_lora
 from .master_weights import MasterWeights
@@ -131,8 +131,11 @@ def step_loss(
         loss = label_loss + rationale_weight * rationale_loss
         if backward:
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        parts.append(torch.stack([loss, label_loss, rationale_loss]).detach().double())
-    summed = torch.stack(parts).sum(0).tolist() if parts else [0.0, 0.0, 0.0]
+        parts.append(torch.stack([loss, label_loss, rationale_loss]).detach())
+    # One read of the step's parts (a host synchronisation per step, not per micro-batch),
+    # summed in Python doubles as float(loss.item()) sums would be.
+    values = torch.stack(parts).float().tolist() if parts else [[0.0, 0.0, 0.0]]
+    summed = [sum(row[i] for row in values) for i in range(3)]
     return dict(zip(("loss", "label_loss", "rationale_loss"), summed, strict=True))
 
 
@@ -162,10 +165,13 @@ def train(
     quiet: bool = False,
     resume: str | Path | None = None,
     task: Task | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train one student per the config into a new run folder; returns its metrics.
 
     ``task``: the config's task, already loaded (``run`` and ``sweep`` pass it down).
+    ``device``: where to train instead of the config's ``device`` (a resumed run: instead
+    of the device it was started on, which it keeps otherwise).
     With ``resume`` (a run folder), the run continues from its last checkpoint with its
     saved config and the same data order, and ends as an uninterrupted run would.
 
@@ -176,10 +182,8 @@ def train(
 
     started = time.time()
     if resume is not None:
-        device_setting = config.device  # the device asked for now, not the saved run's
-        config = load_run(resume).config
-        config.device = device_setting
-    device = resolve_device(config.device)
+        config = load_run(resume).config  # the run's own settings, its device included
+    device = resolve_device(device or config.device)
     prepare_device(device)
     processes = Processes(device)
     quiet = quiet or not processes.main
@@ -211,6 +215,8 @@ def train(
             for examples, split in ((valid, "valid"), (test, "test"))
         )
 
+    if config.label_scoring == "candidates":  # before any training, not at the first validation
+        check_candidates(task, valid + test)
     # The same seed in every process: the copies of the model (and LoRA's initial
     # adapters) are identical, and every process draws the same data order.
     seed_everything(config.seed)
@@ -251,7 +257,9 @@ def train(
     best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
     if resume is not None:
         run_dir = Path(resume)
-        saved, best = restore_state(run_dir, weights, optimizer, scheduler, rng, processes)
+        saved, best = restore_state(
+            run_dir, weights, optimizer, scheduler, rng, processes, device, scaler
+        )
         state = {key: saved.get(key, value) for key, value in state.items()}
         # wall time counts on from the checkpoint's; the time from it to the kill is
         # not counted, as the steps redone are not
@@ -368,7 +376,8 @@ def train(
                     )
                 break
         if config.checkpoint and ((step + 1) % checkpoint_every == 0) and step + 1 < total_steps:
-            rng_states = processes.gather([torch.get_rng_state()])  # each process's (dropout) RNG
+            # each process's (dropout) RNG: the CPU's, and the GPU's where it trains on one
+            rng_states = processes.gather([device_rng_state(device)])
             if processes.main:
                 save_checkpoint(
                     run_dir,
@@ -379,8 +388,9 @@ def train(
                         **state,
                         "wall_seconds": time.time() - started,
                         "python_rng": rng.getstate(),
-                        "torch_rng": rng_states[0],
+                        "torch_rng": rng_states[0]["cpu"],
                         "torch_rng_per_process": rng_states,
+                        **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                     },
                     best if best_unsaved else None,
                 )

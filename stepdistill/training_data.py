@@ -54,7 +54,7 @@ def annotations_folder(config: TrainConfig, task: Task) -> Path:
         raise FileNotFoundError(
             f"{folder}/train.jsonl not found: mode {config.mode} needs the teacher's rationale "
             f"dataset; run `stepdistill annotate --task {config.task} --teacher {config.teacher}` "
-            "first (`stepdistill run` and `stepdistill train` without --annotations do it for you)"
+            "first (`stepdistill run`, `stepdistill sweep` and `stepdistill train` do it for you)"
         )
     return folder
 

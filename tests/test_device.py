@@ -144,3 +144,57 @@ def test_training_on_an_explicit_cpu_device_records_it(tiny_causal, tmp_path):
         quiet=True,
     )
     assert metrics["device"] == "cpu" and metrics["precision"] == "fp32"
+
+
+class Chosen(Exception):
+    """Raised by a stand-in resolve_device: which device setting train() asked for."""
+
+
+def test_a_resumed_run_keeps_its_device_unless_another_is_asked_for(tmp_path, monkeypatch):
+    import importlib
+
+    from tiny_run import TASK
+
+    from stepdistill.config import TrainConfig
+    from stepdistill.run_folder import save_run_files
+    from stepdistill.tasks import task_from_dict
+
+    def resolve(setting):
+        raise Chosen(setting)
+
+    module = importlib.import_module("stepdistill.train")  # the module, not the function
+    monkeypatch.setattr(module, "resolve_device", resolve)
+    save_run_files(tmp_path, TrainConfig(task="tiny-nli", device="cpu"), task_from_dict(TASK))
+    with pytest.raises(Chosen, match="^cpu$"):
+        module.train(TrainConfig(), resume=tmp_path)  # the saved run's device
+    with pytest.raises(Chosen, match="^cuda:1$"):
+        module.train(TrainConfig(), resume=tmp_path, device="cuda:1")
+
+
+def test_a_sweep_annotates_before_a_run_that_needs_the_teacher(tmp_path, monkeypatch):
+    from tiny_run import write_sweep
+
+    from stepdistill.sweep import sweep
+
+    calls = []
+    monkeypatch.setattr(
+        "stepdistill.sweep.ensure_annotations", lambda c, t: calls.append(("annotate", c.mode))
+    )
+    monkeypatch.setattr("stepdistill.sweep.teacher_test_accuracy", lambda c, t: None)
+
+    def fake_train(config, **_):
+        calls.append(("train", config.mode))
+        return {
+            "task": "svamp",
+            "test_accuracy": 0.5,
+            "valid_accuracy": 0.5,
+            "train_examples": 1,
+            "steps": 1,
+            "best_step": 1,
+            "run_dir": str(tmp_path),
+            "wall_seconds": 1.0,
+        }
+
+    monkeypatch.setattr("stepdistill.sweep.train", fake_train)
+    sweep(write_sweep(tmp_path, {"mode": ["dss", "standard"]}))
+    assert calls == [("annotate", "dss"), ("train", "dss"), ("train", "standard")]

@@ -60,8 +60,20 @@ def test_candidate_scoring_answers_from_the_label_set_like_student_choose(tiny_c
     metrics = train(config_for(task, tiny_causal, tmp_path), quiet=True)
     rows = read_jsonl(Path(metrics["run_dir"]) / "predictions" / "test.jsonl")
     assert len(rows) == 8 and all(row["prediction"] in LABELS for row in rows)
-    chosen = Student.load(metrics["run_dir"]).choose([row["input"] for row in rows])
+    student = Student.load(metrics["run_dir"])
+    chosen = student.choose([row["input"] for row in rows])
     assert [c.label for c in chosen] == [row["prediction"] for row in rows]
+    # predict (and so serve and `stepdistill predict`) reads labels the way the run did
+    assert [p.label for p in student.predict([row["input"] for row in rows])] == [
+        row["prediction"] for row in rows
+    ]
+
+
+def test_candidate_scoring_is_refused_for_a_mode_that_writes_more_than_the_label():
+    from stepdistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match="mode label-first writes more"):
+        make_config({"mode": "label-first", "label_scoring": "candidates"})
 
 
 def test_candidate_scoring_needs_a_closed_label_set(tiny_causal, tmp_path):
@@ -73,3 +85,4 @@ def test_candidate_scoring_needs_a_closed_label_set(tiny_causal, tmp_path):
     )
     with pytest.raises(ValueError, match="has no label set .* use label_scoring generate"):
         train(config, quiet=True)
+    assert not (tmp_path / "runs").exists()  # refused before any run folder or training

@@ -26,6 +26,7 @@ def without_training(monkeypatch, fake_train):
     """A sweep calls ``fake_train`` instead of training, and the teacher's accuracy is fixed."""
     monkeypatch.setattr("stepdistill.sweep.train", fake_train)
     monkeypatch.setattr("stepdistill.sweep.teacher_test_accuracy", lambda config, task: 0.775)
+    monkeypatch.setattr("stepdistill.sweep.ensure_annotations", lambda config, task: None)
 
 
 def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):
