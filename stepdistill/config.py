@@ -35,7 +35,8 @@ class TrainConfig:
     """standard (gold labels) | distill (teacher labels) | dss (label + rationale,
     multi-task) | single (one target: rationale then label) | rationale-input (x plus
     the teacher's rationale as input, label as target; needs teacher rationales at test)
-    | label-first (one target: label, then the rationale; inference stops at the label).
+    | label-first (one target: label, then the rationale; inference stops at the label)
+    | label-first-split (the same target; its label tokens feed L_label, the rest L_rationale).
     The table of modes is ``stepdistill/modes.py``."""
     student: str = "smollm2-135m"
     """Built-in student, local HF model folder, or hub id."""

@@ -22,6 +22,13 @@ class EncodedRow:
     prompt: list[int]
     target: list[int]
     kind: int
+    target_kinds: list[int] | None = None
+    """The loss term of each target token, where a target feeds both (label-first-split);
+    None: every token is ``kind``'s."""
+
+    def kinds(self) -> list[int]:
+        """The loss term of each target token."""
+        return self.target_kinds or [self.kind] * len(self.target)
 
 
 def encode_prompt(

@@ -37,6 +37,9 @@ class Target:
     text: str
     kind: int
     max_tokens: int
+    label_part: str | None = None
+    """The leading part of ``text`` whose tokens feed L_label; the rest feeds L_rationale
+    (a mode with ``split_loss``). None: all of it feeds ``kind``'s term."""
 
 
 class Layout:
@@ -129,6 +132,10 @@ class Mode:
     """The rationale is appended to the input, in training and at test time (so
     evaluation needs the teacher's rationales for the test inputs)."""
     layout: Layout = PLAIN
+    split_loss: bool = False
+    """One target holds label and rationale, but its label tokens (and the newline that
+    ends the label) feed L_label and the rationale's tokens λ·L_rationale: the paper's
+    loss inside one sequence, rather than one mean over all of it."""
 
     def teacher_labels(self, label_source: str) -> bool:
         """Whether the label target is the teacher's label rather than gold."""
@@ -150,7 +157,8 @@ class Mode:
         with a rationale task) one ``[rationale]`` row per rationale it has."""
         extra = self.layout.extra_tokens(max_rationale_tokens)
         target = self.layout.target(label, rationale)
-        rows = [Target(LABEL_PREFIX, target, LABEL, LABEL_TARGET_TOKENS + extra)]
+        label_part = f"{label}\n" if self.split_loss and rationale else None
+        rows = [Target(LABEL_PREFIX, target, LABEL, LABEL_TARGET_TOKENS + extra, label_part)]
         if self.rationale_task:
             for text in (rationale, *more_rationales) if rationale else more_rationales:
                 rows.append(Target(RATIONALE_PREFIX, text, RATIONALE, max_rationale_tokens))
@@ -195,6 +203,14 @@ MODES: dict[str, Mode] = {
             labels="config",
             reads_rationale=True,
             layout=LABEL_FIRST,
+        ),
+        Mode(
+            "label-first-split",
+            "label-first, with loss = L_label (the label's tokens) + λ·L_rationale (the rest)",
+            labels="config",
+            reads_rationale=True,
+            layout=LABEL_FIRST,
+            split_loss=True,
         ),
     )
 }

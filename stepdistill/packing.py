@@ -88,7 +88,9 @@ def collate(sequences: list[list[EncodedRow]], pad: int, seq2seq: bool) -> dict[
             "labels": torch.tensor(
                 [r.target + [IGNORE] * (target_width - len(r.target)) for r in rows]
             ),
-            "kinds": torch.tensor([[r.kind] * target_width for r in rows]),
+            "kinds": torch.tensor(
+                [r.kinds() + [r.kind] * (target_width - len(r.target)) for r in rows]
+            ),
             "tokens": sum(len(r.prompt) + len(r.target) for r in rows),
         }
     width = max(sum(len(r.prompt) + len(r.target) for r in sequence) for sequence in sequences)
@@ -101,7 +103,7 @@ def collate(sequences: list[list[EncodedRow]], pad: int, seq2seq: bool) -> dict[
             row_positions += list(range(length))
             row_segments += [index] * length
             row_labels += [IGNORE] * len(r.prompt) + r.target
-            row_kinds += [r.kind] * length
+            row_kinds += [r.kind] * len(r.prompt) + r.kinds()
         padding = width - len(row_ids)
         ids.append(row_ids + [pad] * padding)
         positions.append(row_positions + list(range(padding)))

@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import Example
 from .encode import EncodedRow, encode_prompt, encode_target
 from .io import read_jsonl
-from .modes import Mode, get_mode, with_rationale_input
+from .modes import LABEL, RATIONALE, Mode, get_mode, with_rationale_input
 from .tasks import Task
 
 
@@ -189,7 +189,9 @@ def encode_example(
     """The token rows one example contributes to a step (two for dss)."""
     mode = get_mode(config.mode)
     return [
-        EncodedRow(
+        split_row(tokenizer, config, item, target, seq2seq)
+        if target.label_part is not None
+        else EncodedRow(
             encode_prompt(
                 tokenizer, target.prefix, item.example.input, config.max_input_tokens, seq2seq
             ),
@@ -200,3 +202,22 @@ def encode_example(
             item.label, item.rationale, config.max_rationale_tokens, item.more_rationales
         )
     ]
+
+
+def split_row(
+    tokenizer: Any, config: TrainConfig, item: TrainingExample, target: Any, seq2seq: bool
+) -> EncodedRow:
+    """A target whose label tokens feed L_label and the rest L_rationale (split_loss): the
+    two parts are encoded apart, so the boundary falls between tokens."""
+    head = tokenizer.encode(target.label_part, add_special_tokens=False)
+    tail = tokenizer.encode(target.text[len(target.label_part) :], add_special_tokens=False)
+    ids = (head + tail)[: target.max_tokens] + [tokenizer.eos_token_id]
+    labelled = min(len(head), target.max_tokens)
+    return EncodedRow(
+        encode_prompt(
+            tokenizer, target.prefix, item.example.input, config.max_input_tokens, seq2seq
+        ),
+        ids,
+        target.kind,
+        [LABEL] * labelled + [RATIONALE] * (len(ids) - labelled),
+    )

@@ -47,6 +47,8 @@ CASES: dict[str, tuple[str, dict[str, object], str]] = {
     "label-first": ("label-first", {}, "causal"),
     "label-first-seq2seq": ("label-first", {}, "seq2seq"),
     "dss-rationale-filter": ("dss", {"rationale_filter": True}, "causal"),
+    "label-first-split": ("label-first-split", {"rationale_weight": 0.5}, "causal"),
+    "label-first-split-seq2seq": ("label-first-split", {}, "seq2seq"),
 }
 
 

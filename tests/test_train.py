@@ -290,3 +290,32 @@ def test_more_rationales_add_rationale_rows_and_keep_one_label_row(tmp_path, tin
             {},
             task,
         )
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_label_first_split_feeds_the_label_tokens_to_l_label_and_the_rest_to_l_rationale(
+    request, kind
+):
+    from stepdistill.packing import target_tokens
+
+    model, tokenizer = load_student(str(request.getfixturevalue(f"tiny_{kind}")))
+    seq2seq = kind == "seq2seq"
+    config = make_config({"mode": "label-first-split"})
+    item = examples(1)[0]
+    (row,) = encode_example(tokenizer, config, item, seq2seq)
+    labelled = row.kinds().count(LABEL)
+    assert row.kinds() == [LABEL] * labelled + [RATIONALE] * (len(row.target) - labelled)
+    assert tokenizer.decode(row.target[:labelled]).strip() == item.label
+    assert "Because:" in tokenizer.decode(row.target[labelled:])
+    # the same tokens as label-first's one target, only their loss terms differ
+    (plain,) = encode_example(tokenizer, make_config({"mode": "label-first"}), item, seq2seq)
+    assert plain.target == row.target and set(plain.kinds()) == {LABEL}
+    rows = [r for it in examples() for r in encode_example(tokenizer, config, it, seq2seq)]
+    groups = [
+        collate(g, tokenizer.pad_token_id, seq2seq) for g in micro_batches(rows, 4096, seq2seq, 128)
+    ]
+    counts = (
+        sum(r.kinds().count(LABEL) for r in rows),
+        sum(r.kinds().count(RATIONALE) for r in rows),
+    )
+    assert target_tokens(groups) == counts and counts[1] > 0
