@@ -558,3 +558,26 @@ def test_a_recipe_names_the_run_and_its_report_row(tmp_path, monkeypatch):
     from stepdistill.report import variant
 
     assert [variant(r) for r in rows] == ["standard", "dss-llama3"]
+
+
+def test_an_unstarted_folder_with_a_tensorboard_log_is_removed_and_palm_replay_still_matches(
+    tmp_path, monkeypatch
+):
+    from stepdistill.config import TrainConfig
+    from stepdistill.sweep import earlier_folders, remove_unstarted, same_run
+
+    assert same_run(TrainConfig(teacher="palm-replay"), TrainConfig(teacher="replay"))
+    assert same_run(TrainConfig(device="cpu"), TrainConfig(device="cuda:1"))
+    assert not same_run(TrainConfig(seed=1), TrainConfig(seed=2))
+    config = expand(load_sweep(write_sweep(tmp_path, {"seed": [0]})))[0]
+    folder = tmp_path / "out" / "runs" / config.run_name
+    folder.mkdir(parents=True)
+    saved = TrainConfig(**{**config.to_dict(), "teacher": "palm-replay"})
+    from stepdistill.run_folder import save_run_files
+    from stepdistill.tasks import load_task
+
+    save_run_files(folder, saved, load_task("svamp"))
+    (folder / "tensorboard").mkdir()
+    (folder / "tensorboard" / "events.out").write_text("x")
+    assert earlier_folders(config) == [folder]  # saved as palm-replay, still this run
+    assert remove_unstarted([folder]) == [folder] and not folder.exists()
