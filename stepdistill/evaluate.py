@@ -11,16 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .annotations import load_annotations
 from .data import load_splits
-from .device import resolve_device, use_bf16
-from .inference import for_inference, student_labels
+from .inference import student_labels
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import accuracy_rows, is_correct, labelled_accuracy
-from .models import load_student
 from .modes import get_mode
 from .run_folder import load_run
-from .training_data import annotations_folder, evaluation_inputs
+from .student import Student
+from .training_data import evaluation_inputs
 
 
 def evaluate(
@@ -65,23 +63,17 @@ def evaluate(
             + (" (the run's limit)" if limit == run_limit else " (--limit)")
         )
         if mode.rationale_in_input:
-            examples = evaluation_inputs(
-                config,
-                task,
-                examples,
-                (
-                    {}
-                    if config.rationale_source == "human"
-                    else load_annotations(annotations_folder(config, task), split)
-                ),
-            )
-        place = resolve_device(device or config.device)
-        model, tokenizer = load_student(str(Path(run_dir) / "model"))
-        model.to(place)
-        bf16 = use_bf16(config.bf16, place)
-        for_inference(model, bf16)
+            examples = evaluation_inputs(config, task, examples, split)
+        # Loaded as a Student is: on the device, in the run's precision (one policy).
+        student = Student.load(run_dir, device=device)
         predictions = student_labels(
-            model, tokenizer, task, config, examples, bf16, desc=f"evaluate {split}"
+            student.model,
+            student.tokenizer,
+            task,
+            config,
+            examples,
+            student.bf16,
+            desc=f"evaluate {split}",
         )
         accuracy, rows = accuracy_rows(task, examples, predictions)
         write_jsonl(Path(run_dir) / "eval" / f"{split}.jsonl", rows)

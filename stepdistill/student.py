@@ -116,8 +116,8 @@ class Student:
         """Load a run folder (``config.yaml`` + ``model/``), a run's ``model/`` folder,
         or any Hugging Face causal / seq2seq model folder.
 
-        ``bf16`` defaults to bf16 where the hardware has it, unless the run turned it
-        off (off for a bare model folder); ``threads``
+        ``bf16`` defaults to the run's own ``bf16`` setting, resolved as its training
+        resolved it (off for a bare model folder); ``threads``
         sets torch's intra-op threads (default: torch's own choice); ``device``: where
         the model runs (default: the run's ``device`` setting, else auto: CUDA when
         available, else the CPU).
@@ -166,9 +166,8 @@ class Student:
             max_rationale_tokens=config.max_rationale_tokens,
             batch_size=batch_size or config.eval_batch_size,
             label_scoring=config.label_scoring,
-            bf16=use_bf16(
-                bf16 if bf16 is not None else (False if config.bf16 is False else None), place
-            ),
+            # the run's own setting, as its test used it (one precision policy)
+            bf16=use_bf16(bf16 if bf16 is not None else config.bf16, place),
         )
 
     @property

@@ -28,7 +28,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .annotations import load_annotations
 from .checkpoint import device_rng_state, remove_checkpoints, restore_state, save_checkpoint
 from .config import TrainConfig
 from .data import Example, load_splits, require_splits
@@ -56,11 +55,10 @@ from .run_folder import load_run, save_run_files
 from .tasks import Task, load_task
 from .tracking import start as start_tracking
 from .training_data import (
-    annotations_folder,
     encode_example,
     evaluation_inputs,
     extra_examples,
-    needs_annotations,
+    training_annotations,
     training_examples,
     training_pool,
 )
@@ -193,8 +191,7 @@ def train(
     task = task or load_task(config.task)
     splits = load_splits(task, config.data_dir)
     require_splits(task, splits, ("train", "valid", "test"))
-    folder = annotations_folder(config, task) if needs_annotations(config) else None
-    annotations = load_annotations(folder, "train") if folder else {}
+    annotations = training_annotations(config, task)
     extra = extra_examples(config)
     annotations.update({example.id: example.record for example in extra})
 
@@ -208,12 +205,8 @@ def train(
     ]
     test = splits["test"][: config.eval_limit]
     if mode.rationale_in_input:  # evaluation inputs carry the rationale too
-        valid, test = (
-            evaluation_inputs(
-                config, task, examples, load_annotations(folder, split) if folder else {}
-            )
-            for examples, split in ((valid, "valid"), (test, "test"))
-        )
+        valid = evaluation_inputs(config, task, valid, "valid")
+        test = evaluation_inputs(config, task, test, "test")
 
     if config.label_scoring == "candidates":  # before any training, not at the first validation
         check_candidates(task, valid + test)

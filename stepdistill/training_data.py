@@ -149,11 +149,17 @@ def more_rationale_folders(config: TrainConfig) -> list[Path]:
 
 
 def evaluation_inputs(
-    config: TrainConfig, task: Task, examples: list[Example], notes: dict[str, dict[str, Any]]
+    config: TrainConfig, task: Task, examples: list[Example], split: str
 ) -> list[Example]:
-    """Evaluation inputs of a rationale-input mode: x plus the rationale for that example
-    (``notes``: the split's annotations; unused for human rationales)."""
+    """Evaluation inputs of a rationale-input mode: x plus the rationale for that example,
+    from the teacher's stored rationales of ``split`` (the dataset's own, for human
+    rationales). An error when the teacher's were never made: evaluation asks no teacher."""
     mode = get_mode(config.mode)
+    notes = (
+        {}
+        if config.rationale_source == "human"
+        else load_annotations(annotations_folder(config, task), split)
+    )
     return [
         with_rationale(mode, e, rationale_for(config, task, e, notes.get(e.id, {})))
         for e in examples
