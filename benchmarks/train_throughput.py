@@ -55,7 +55,7 @@ def batches(student: str, steps: int, batch_size: int) -> tuple[list[list[Any]],
         annotate(task, "palm-replay", annotations_dir, quiet=True)
         annotations = load_annotations(annotations_dir, "train")
     config = make_config({"mode": "dss", "student": student})
-    items, _ = training_examples(config, load_splits(task)["train"], annotations)
+    items, _ = training_examples(config, load_splits(task)["train"], annotations, task)
     _, tokenizer = load_student(student)
     encoded = [
         encode_example(tokenizer, config, item, False) for item in items[: steps * batch_size]
@@ -147,24 +147,39 @@ def run_reference(student: str, steps: int, batch_size: int, queue: Any) -> None
     finish(queue, "reference", stats, model, steps, batch_size)
 
 
-def run_stepdistill(student: str, steps: int, batch_size: int, queue: Any) -> None:
+def run_stepdistill(
+    student: str, steps: int, batch_size: int, queue: Any, variant: str = "stepdistill"
+) -> None:
+    """Variants: ``today`` is the trainer before issue 28 (AdamW's for-each step, no
+    compilation); ``fused`` adds the fused AdamW step; ``stepdistill`` is the trainer as
+    it now runs by default (``train.compile_student`` when the config's ``compile`` is on)."""
     import torch
 
     from stepdistill.config import TrainConfig
+    from stepdistill.device import compile_pays, compile_student
     from stepdistill.master_weights import MasterWeights
     from stepdistill.models import load_student
     from stepdistill.packing import collate, micro_batches
     from stepdistill.train import step_loss
 
-    step_batches, pad = batches(student, steps, batch_size)
+    step_batches, pad = batches(student, steps + 1, batch_size)
     model, _ = load_student(student)
     model.train()
     config = TrainConfig()
     weights = MasterWeights(model, enabled=True)
-    optimizer = torch.optim.AdamW(weights.master, lr=1e-4, weight_decay=0.0)
+    if variant == "compiled" or (
+        variant == "stepdistill" and compile_pays(config.compile, model, "cpu", True, False)
+    ):
+        compile_student(model)  # as train() decides it for this student on a bf16 CPU
+    optimizer = torch.optim.AdamW(
+        weights.master, lr=1e-4, weight_decay=0.0, **({} if variant == "today" else {"fused": True})
+    )
     stats: dict[str, Any] = {"losses": [], "tokens": 0, "seconds": 0.0}
     started = time.perf_counter()
-    for step_examples in step_batches[:steps]:
+    for index, step_examples in enumerate(step_batches[: steps + 1]):
+        if index == 1:  # the first step is a warm-up (and compiles): not timed
+            stats["warmup_seconds"] = time.perf_counter() - started
+            started = time.perf_counter()
         rows = [row for example in step_examples for row in example]
         groups = [
             collate(g, pad, False)
@@ -177,9 +192,10 @@ def run_stepdistill(student: str, steps: int, batch_size: int, queue: Any) -> No
         optimizer.zero_grad(set_to_none=True)
         weights.master_to_model()
         stats["losses"].append(totals["loss"])
-        stats["tokens"] += sum(g["tokens"] for g in groups)
+        if index:
+            stats["tokens"] += sum(g["tokens"] for g in groups)
     stats["seconds"] = time.perf_counter() - started
-    finish(queue, "stepdistill", stats, model, steps, batch_size)
+    finish(queue, variant, stats, model, steps, batch_size)
 
 
 def finish(
@@ -192,6 +208,7 @@ def finish(
             "examples_per_second": steps * batch_size / stats["seconds"],
             "seconds": stats["seconds"],
             "losses": stats["losses"],
+            "warmup_seconds": stats.get("warmup_seconds", 0.0),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "parameters": sum(p.numel() for p in model.parameters()),
         }
@@ -206,62 +223,70 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--variants",
+        default="today,stepdistill",
+        help="comma-separated, run in this order each repeat: reference, today, fused, "
+        "compiled, stepdistill (the first is the baseline of the ratios)",
+    )
     args = parser.parse_args()
+    variants = args.variants.split(",")
     context = mp.get_context("spawn")
-    peaks = [matmul_peak("bfloat16")]
-    results: dict[str, list[dict[str, Any]]] = {"reference": [], "stepdistill": []}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for repeat in range(args.repeats):
-        for name, target in (("reference", run_reference), ("stepdistill", run_stepdistill)):
+        for name in variants:
+            peak = matmul_peak("bfloat16")  # beside each variant: the machine's speed drifts
             queue = context.Queue()
+            if name == "reference":
+                target, extra = run_reference, ()
+            else:
+                target, extra = run_stepdistill, (name,)
             process = context.Process(
-                target=target, args=(args.student, args.steps, args.batch_size, queue)
+                target=target, args=(args.student, args.steps, args.batch_size, queue, *extra)
             )
             process.start()
             result = queue.get()
             process.join()
+            result["peak_gflops"] = peak
+            result["fraction_of_peak"] = (
+                6 * result["parameters"] * result["tokens_per_second"] / 1e9 / peak
+            )
             results[name].append(result)
             print(
                 f"repeat {repeat + 1} {name:<12} {result['tokens_per_second']:7.1f} tokens/s "
-                f"{result['examples_per_second']:5.2f} examples/s  peak RSS {result['peak_rss_mb']:.0f} MB",
+                f"{result['examples_per_second']:5.2f} examples/s  warm-up {result['warmup_seconds']:5.1f} s  "
+                f"peak RSS {result['peak_rss_mb']:.0f} MB  bf16 peak beside it {peak:.0f} GFLOP/s "
+                f"({100 * result['fraction_of_peak']:.0f}%)",
                 flush=True,
             )
-    peaks.append(matmul_peak("bfloat16"))
-    peak = statistics.fmean(peaks)
-    reference = statistics.median(r["tokens_per_second"] for r in results["reference"])
-    ours = statistics.median(r["tokens_per_second"] for r in results["stepdistill"])
-    parameters = results["stepdistill"][0]["parameters"]
-    achieved = 6 * parameters * ours / 1e9
+    parameters = results[variants[-1]][0]["parameters"]
     print()
     print(
-        f"student {args.student} ({parameters / 1e6:.0f}M parameters), SVAMP dss, {args.batch_size} examples/step, {args.steps} steps, {args.repeats} repeats"
+        f"student {args.student} ({parameters / 1e6:.0f}M parameters), SVAMP dss, {args.batch_size} "
+        f"examples/step, {args.steps} timed steps after one warm-up step, {args.repeats} repeats (medians)"
     )
-    print(f"bf16 matmul peak (2048^3, this run): {peak:.0f} GFLOP/s")
-    print(
-        f"(a) reference  {reference:7.1f} tokens/s (median)  peak RSS {max(r['peak_rss_mb'] for r in results['reference']):.0f} MB"
-    )
-    print(
-        f"(b) stepdistill {ours:6.1f} tokens/s (median)  peak RSS {max(r['peak_rss_mb'] for r in results['stepdistill']):.0f} MB"
-    )
-    print(f"ratio b/a: {ours / reference:.2f}x")
-    print(
-        f"b at 6·N·tokens: {achieved:.0f} GFLOP/s = {100 * achieved / peak:.0f}% of the measured bf16 peak"
-    )
-    a_losses, b_losses = results["reference"][0]["losses"], results["stepdistill"][0]["losses"]
-    print(
-        "loss per step (a vs b): "
-        + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(a_losses, b_losses, strict=False))
-    )
-    print(
-        json.dumps(
-            {
-                "reference_tokens_per_second": reference,
-                "stepdistill_tokens_per_second": ours,
-                "ratio": ours / reference,
-                "peak_gflops": peak,
-                "fraction_of_peak": achieved / peak,
-            }
+    base = statistics.median(r["tokens_per_second"] for r in results[variants[0]])
+    summary = {}
+    for name in variants:
+        rows = results[name]
+        speed = statistics.median(r["tokens_per_second"] for r in rows)
+        fraction = statistics.median(r["fraction_of_peak"] for r in rows)
+        summary[name] = {
+            "tokens_per_second": speed,
+            "ratio": speed / base,
+            "fraction_of_peak": fraction,
+        }
+        print(
+            f"{name:<12} {speed:7.1f} tokens/s  {speed / base:4.2f}x {variants[0]}  "
+            f"{100 * fraction:3.0f}% of the bf16 matmul peak (6·N·tokens)  "
+            f"warm-up {statistics.median(r['warmup_seconds'] for r in rows):5.1f} s  "
+            f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB"
         )
-    )
+    for name in variants:
+        print(
+            f"loss per step, {name}: " + ", ".join(f"{x:.3f}" for x in results[name][0]["losses"])
+        )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,13 @@ class TrainConfig:
     """Compute in bf16 with fp32 master weights (the saved model is fp32). Default (null):
     bf16 where the hardware has native bf16 (AVX512-BF16/AMX CPUs, recent GPUs; ~4x
     faster there), fp32 elsewhere (emulated bf16 is far slower). true/false force it."""
+    compile: bool | None = None
+    """Compile the student's forward and backward passes with torch.compile (TorchInductor)
+    for training. Default (null): on where it was measured to pay, a decoder-only student
+    of at least 10M parameters training in bf16 on the CPU, without LoRA (~1.3-1.6x the
+    tokens/s after a one-off compile of ~1-5 min; benchmarks/RESULTS.md); off elsewhere,
+    a GPU included (not measured there). true/false force it. Validation and the test
+    run the uncompiled model. Not part of what a run is."""
     threads: int | None = None
     """torch intra-op threads (default: all cores)."""
     device: str = "auto"

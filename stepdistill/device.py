@@ -26,11 +26,14 @@ slightly from the test's. On the CPU both are bf16 parameters.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import warnings
 from typing import Any
+
+from .encode import is_seq2seq
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 
@@ -192,3 +195,97 @@ def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
         else value
         for key, value in batch.items()
     }
+
+
+# ----------------------------------------------------------------------------- compilation
+
+COMPILE_MIN_PARAMETERS = 10_000_000
+
+
+def compile_pays(setting: bool | None, model: Any, device: str, bf16: bool, lora: bool) -> bool:
+    """Whether training compiles the student (the config's ``compile``). Default (None):
+    where it was measured to pay (``benchmarks/train_throughput.py``): a decoder-only
+    student of at least 10M parameters, bf16 on the CPU, no LoRA. A tiny model's step
+    takes milliseconds and would never repay a compile of a minute or more; a GPU was not
+    measured. True or False force it."""
+    if setting is not None:
+        return bool(setting)
+    return (
+        not is_cuda(device)
+        and device != "mps"
+        and bf16
+        and not lora
+        and not is_seq2seq(model.config)
+        and sum(p.numel() for p in model.parameters()) >= COMPILE_MIN_PARAMETERS
+    )
+
+
+def compile_student(model: Any) -> None:
+    """Compile the student's transformer body in place (TorchInductor) for training.
+
+    - Dynamic shapes: the packed micro-batches of every step (their row and target counts
+      vary) share one compiled graph instead of recompiling for each new shape.
+    - Attention as plain matmuls (Hugging Face's ``eager`` attention, with the packing's
+      block-diagonal mask made additive in ``additive_mask``), which inductor fuses with
+      the mask and the softmax: the CPU's fused SDPA kernel with a mask was a quarter of
+      the compiled step (``benchmarks/profile_train.py``).
+    - In place: the parameters and the saved model's names are unchanged.
+
+    Validation and the test answer through ``uncompiled``: the model as it loads, its
+    own attention, not compiled (generation's shapes change at every token)."""
+    import torch
+
+    # A persistent cache: a second run of the same student reuses the compiled kernels.
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR", os.path.expanduser("~/.cache/stepdistill/inductor")
+    )
+    model._answer_attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    model.base_model.compile(dynamic=True)
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+
+
+@contextlib.contextmanager
+def uncompiled(model: Any) -> Any:
+    """A student compiled for training (``compile_student``) answers as it loads:
+    uncompiled, with its own attention implementation."""
+    import torch
+
+    attention = getattr(model, "_answer_attention", None)
+    if attention is None:
+        yield
+        return
+    training = model.config._attn_implementation
+    model.set_attn_implementation(attention)
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        model.set_attn_implementation(training)
+
+
+def restore_attention(model: Any) -> None:
+    """After training: the attention implementation the student loaded with, for saving."""
+    attention = getattr(model, "_answer_attention", None)
+    if attention is not None:
+        model.set_attn_implementation(attention)
+
+
+def additive_mask(model: Any, mask: Any) -> Any:
+    """The packing's boolean 4-D mask as an additive one (0 where a token may look, the
+    dtype's minimum where not) for attention that adds its mask to the scores (Hugging
+    Face's ``eager``): added as 0/1, a boolean mask would mask nothing. Other masks and
+    other attention implementations get the mask unchanged."""
+    import torch
+
+    if (
+        mask is None
+        or mask.dim() != 4
+        or mask.dtype != torch.bool
+        or getattr(model.config, "_attn_implementation", None) != "eager"
+    ):
+        return mask
+    dtype = next(model.parameters()).dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, torch.finfo(dtype).min
+    )

@@ -32,13 +32,18 @@ from .checkpoint import device_rng_state, remove_checkpoints, restore_state, sav
 from .config import TrainConfig
 from .data import Example, load_splits, require_splits
 from .device import (
+    additive_mask,
+    compile_pays,
+    compile_student,
     gradient_scaler,
     is_cuda,
     prepare_device,
     resolve_device,
+    restore_attention,
     to_device,
     training_autocast,
     training_precision,
+    uncompiled,
 )
 from .encode import is_seq2seq, pad_id, plain_lm_head
 from .inference import check_candidates, for_inference, student_labels
@@ -79,7 +84,11 @@ def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) ->
         select = labels != IGNORE
         losses = F.cross_entropy(logits[select].float(), labels[select], reduction="none")
         return losses, kinds[select]
-    # Decoder-only: position t predicts token t+1.
+    # Decoder-only: position t predicts token t+1. No KV cache: training never reads it
+    # back, and building one costs copies (and graph breaks in a compiled student).
+    inputs["use_cache"] = False
+    if "attention_mask" in inputs:  # the packing's mask, as the attention adds it
+        inputs["attention_mask"] = additive_mask(model, inputs["attention_mask"])
     targets = labels[:, 1:]
     select = targets != IGNORE
     if sparse_head and plain_lm_head(model):
@@ -154,7 +163,8 @@ def evaluate_split(
     generates for its slice of the examples and every process gets all the predictions
     (so all agree on the best step and on early stopping)."""
     mine = list(processes.share(examples))
-    predictions = student_labels(model, tokenizer, task, config, mine, bf16, desc)
+    with uncompiled(model):  # a student compiled for training answers as it loads
+        predictions = student_labels(model, tokenizer, task, config, mine, bf16, desc)
     return accuracy_rows(task, examples, processes.gather(predictions))
 
 
@@ -234,6 +244,8 @@ def train(
     # parameters and autocasts (device.py says why).
     weights = MasterWeights(model, bf16 and not is_cuda(device))
     autocast, scaler = training_autocast(device, precision), gradient_scaler(precision)
+    if compile_pays(config.compile, model, device, bf16, lora is not None):
+        compile_student(model)
     optimizer, scheduler = make_optimizer(weights.master, config, total_steps)
 
     rng = random.Random(config.seed)
@@ -393,6 +405,7 @@ def train(
     weights.restore(model, best["state"])
     if lora is not None:
         model = lora.merge_and_unload()  # a plain transformers model: the run folder needs no peft
+    restore_attention(model)  # a compiled student is saved with the attention it loaded with
     if processes.main:
         model.save_pretrained(run_dir / "model")
         tokenizer.save_pretrained(run_dir / "model")
