@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .device import use_bf16
+from .device import additive_mask, use_bf16
 from .encode import encode_prompt, encode_target, is_seq2seq, pad_id, plain_lm_head, segment_mask
 from .modes import LABEL_PREFIX, LABEL_TARGET_TOKENS, RATIONALE_PREFIX, Mode, get_mode
 from .tasks import Task, normalize_label
@@ -334,7 +334,8 @@ def _score_causal(
     # padding: -1, sees only padding
     segment = torch.tensor([s + [-1] * (width - len(s)) for s in segments], device=device)
     # A token sees earlier tokens of its own segment, and the prompt (segment 0).
-    mask = segment_mask(segment, shared_prefix=True)
+    # (made additive for attention that adds its mask: a user's eager-attention student)
+    mask = additive_mask(model, segment_mask(segment, shared_prefix=True))
     inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
     flat_rows = [
         b for b, row_picks in enumerate(picks) for predicting, _ in row_picks for _ in predicting

@@ -71,6 +71,22 @@ def test_one_pass_scores_equal_separate_log_likelihoods(model_and_tokenizer, bat
     assert all(max(scores) - min(scores) > 0.1 for scores in packed)
 
 
+def test_an_eager_attention_student_scores_as_the_sdpa_one(model_and_tokenizer):
+    """Hugging Face's eager attention adds its mask to the scores: the packed candidates'
+    boolean mask is made additive for it (as a 0/1 addition it would mask nothing)."""
+    model, tokenizer = model_and_tokenizer
+    if model.config.is_encoder_decoder:
+        pytest.skip("the seq2seq path passes plain padding masks")
+    sdpa = score_candidates(model, tokenizer, INPUTS, CANDIDATES, batch_size=8, bf16=False)
+    model.set_attn_implementation("eager")
+    try:
+        eager = score_candidates(model, tokenizer, INPUTS, CANDIDATES, batch_size=8, bf16=False)
+    finally:
+        model.set_attn_implementation("sdpa")
+    for a, b in zip(eager, sdpa, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
 def test_mean_is_the_sum_over_the_label_and_end_tokens(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     total = score_candidates(model, tokenizer, INPUTS, CANDIDATES, bf16=False)
