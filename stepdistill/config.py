@@ -127,8 +127,8 @@ class TrainConfig:
     compile: bool | None = None
     """Compile the student's forward and backward passes with torch.compile (TorchInductor)
     for training. Default (null): on where it was measured to pay, a decoder-only student
-    of at least 10M parameters training in bf16 on the CPU, without LoRA (~1.3-1.6x the
-    tokens/s after a one-off compile of ~1-5 min; benchmarks/RESULTS.md); off elsewhere,
+    of at least 10M parameters training in bf16 on the CPU, without LoRA (SmolLM2-135M:
+    1.37x the tokens/s after a compile of ~80 s per run; benchmarks/RESULTS.md); off elsewhere,
     a GPU included (not measured there). true/false force it. Validation and the test
     run the uncompiled model. Not part of what a run is."""
     threads: int | None = None
