@@ -35,15 +35,29 @@ def main() -> None:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--limit", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--operators", type=int, default=0, help="profile: the top N operators")
+    parser.add_argument("--fp32", action="store_true", help="fp32 weights instead of bf16")
+    parser.add_argument("--int8", action="store_true", help="int8 weights (inference.int8_weights)")
+    parser.add_argument("--no-static", action="store_true", help="skip the static-cache row")
     args = parser.parse_args()
     student = Student.load(args.run_dir)
     model, tokenizer = student.model, student.tokenizer
+    if args.fp32:
+        model.float()
+    if args.int8:
+        from stepdistill.inference import int8_weights
+
+        int8_weights(model)
     examples = load_splits(student.task)["test"][: args.limit]
     prompts = [
         torch.tensor([encode_prompt(tokenizer, LABEL_PREFIX, example.input, 512, False)])
         for example in examples
     ]
-    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights_bytes = sum(
+        t.numel() * t.element_size()
+        for t in [*model.parameters(), *model.buffers()]
+        if t.dim() == 2 or t.dtype == torch.int8
+    )
     gbs = bandwidth_gbs()
     print(
         f"weights {weights_bytes / 1e6:.0f} MB; read bandwidth {gbs:.1f} GB/s -> "
@@ -68,6 +82,23 @@ def main() -> None:
 
     with torch.inference_mode():
         timed("dynamic cache (library)")
+        if args.operators:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for ids in prompts[:4]:
+                    model.generate(
+                        ids,
+                        max_new_tokens=args.tokens,
+                        min_new_tokens=args.tokens,
+                        do_sample=False,
+                        pad_token_id=tokenizer.pad_token_id,
+                    )
+            print(
+                prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.operators)
+            )
+        if args.no_static:
+            return
         from transformers import CompileConfig
 
         started = time.perf_counter()

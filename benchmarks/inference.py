@@ -14,6 +14,8 @@ times, on the same examples and the same loaded model:
 - scoring, batched (closed label sets only: CQA's five choices, the NLI labels):
   ``Student.choose``: each candidate's log-likelihood after the ``[label]`` prompt,
   all candidates of an example in one forward pass (``stepdistill/candidates.py``);
+- with ``--int8-rows``, label-only again with int8 weights (``Student.load(int8=True)``),
+  batched and one at a time, last (the weights are replaced in place);
 - with ``--autocast-rows``, label-only again with fp32 weights under bf16 autocast
   (how ``Student`` ran before it cast its weights to bf16).
 
@@ -210,6 +212,14 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
         run("label, fp32 weights + autocast", batch_size, n, student.predict)
         run("label, batch 1, fp32 weights + autocast", 1, n, student.predict)
         cast_parameters(student.model, torch.bfloat16)
+    if args.int8_rows and student.bf16:
+        from stepdistill.inference import int8_weights
+
+        # Student.load(..., int8=True): int8 weights, one scale per row, bf16 activations.
+        int8_weights(student.model)
+        student.predict(texts[:2])
+        run("label, int8 weights", batch_size, n, student.predict)
+        run("label, batch 1, int8 weights", 1, n, student.predict)
     return {
         "task": task_name,
         "student": described,
@@ -278,6 +288,9 @@ def main() -> None:
         default=8,
         metavar="N",
         help="also time rationale + label one at a time on the first N examples (default 8; 0: skip)",
+    )
+    parser.add_argument(
+        "--int8-rows", action="store_true", help="also label-only with int8 weights, last"
     )
     parser.add_argument(
         "--autocast-rows",

@@ -225,6 +225,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_int8_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="CPU only: int8 weights (one scale per row) for faster decoding; check the "
+        "accuracy on your task first (benchmarks/RESULTS.md)",
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
 
     summary = predict(
@@ -236,6 +245,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         device=args.device,
+        int8=args.int8,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -264,6 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         batch_size=args.batch_size,
         device=args.device,
+        int8=args.int8,
     )
     return 0
 
@@ -434,11 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="inputs per generate call (default: the run's eval_batch_size)",
     )
     p.add_argument("--limit", type=int, help="only the first N rows")
+    add_int8_flag(p)
     add_device_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("serve", help="HTTP server: /v1/predict and an OpenAI-compatible API")
     p.add_argument("run_dir", help="run folder (or any HF causal / seq2seq model folder)")
+    add_int8_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(

@@ -54,6 +54,72 @@ def for_inference(model: Any, bf16: bool) -> None:
         cast_parameters(model, torch.bfloat16)
 
 
+def int8_weights(model: Any) -> int:
+    """Weight-only int8 for CPU decoding: every linear layer (the LM head included) also
+    keeps its weights as int8 with one scale per output row, and a pass over at most
+    ``INT8_MAX_ROWS`` token rows (a decoding step at batch 1 to 4) multiplies through
+    torch's int8-weight kernel, reading half the bytes; longer passes (the prompt, larger
+    batches) keep the bf16 weights, where that kernel is slower than bf16 matmuls
+    (``benchmarks/inference.py --int8-rows``). For inference only; returns how many
+    layers were replaced."""
+    import torch
+
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, Int8Linear(child))
+                replaced += 1
+    return replaced
+
+
+INT8_MAX_ROWS = 4
+
+
+def _int8_linear_class() -> Any:
+    import torch
+
+    class Int8LinearImpl(torch.nn.Module):
+        """A linear layer that also holds int8 weights (symmetric, one scale per output
+        row) for passes over a few token rows; activations stay in their dtype."""
+
+        def __init__(self, linear: Any):
+            super().__init__()
+            self.linear = linear  # the bf16 weights, for passes over many rows
+            weight = linear.weight.detach().float()
+            scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.register_buffer(
+                "weight_int8", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+            )
+            self.register_buffer("scales", scales)
+            self.scales_by_dtype: dict[Any, Any] = {}
+
+        def forward(self, x: Any) -> Any:
+            shape = x.shape
+            if x.numel() > INT8_MAX_ROWS * shape[-1]:
+                return self.linear(x)
+            scales = self.scales_by_dtype.get(x.dtype)
+            if scales is None:  # in the activations' dtype (bf16, or fp32 without bf16)
+                scales = self.scales_by_dtype[x.dtype] = self.scales.to(x.dtype)
+            out = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight_int8, scales)
+            if self.linear.bias is not None:
+                out = out + self.linear.bias
+            return out.reshape(*shape[:-1], self.out_features)
+
+    return Int8LinearImpl
+
+
+def Int8Linear(linear: Any) -> Any:  # noqa: N802 - a class, built lazily (torch is imported late)
+    global _INT8_LINEAR
+    if _INT8_LINEAR is None:
+        _INT8_LINEAR = _int8_linear_class()
+    return _INT8_LINEAR(linear)
+
+
+_INT8_LINEAR: Any = None
+
+
 def autocast(model: Any, enabled: bool | None) -> Any:
     """bf16 autocast on the model's device when ``enabled`` (None: where supported)."""
     import torch

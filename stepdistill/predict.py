@@ -33,6 +33,7 @@ def predict(
     limit: int | None = None,
     progress: bool = True,
     device: str | None = None,
+    int8: bool = False,
 ) -> dict[str, Any]:
     """Append predictions for the records of ``input_path`` not yet in ``output_path``.
 
@@ -42,7 +43,7 @@ def predict(
 
     output_path = Path(output_path)
     done = existing_ids(output_path)
-    student = Student.load(run_dir, batch_size=batch_size, device=device)
+    student = Student.load(run_dir, batch_size=batch_size, device=device, int8=int8)
     if rationale:
         student.check_rationale()  # before any row is read or written
     id_field = student.task.id_field or "id"

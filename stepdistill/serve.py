@@ -676,6 +676,7 @@ def serve(
     threads: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    int8: bool = False,
 ) -> None:
     """Load the student at ``path`` (on ``device``: see ``Student.load``) and serve it
     until interrupted."""
@@ -694,7 +695,7 @@ def serve(
             f"warning: serving on {host} without an API key: anyone who can reach it can use it",
             flush=True,
         )
-    student = Student.load(path, threads=threads, batch_size=batch_size, device=device)
+    student = Student.load(path, threads=threads, batch_size=batch_size, device=device, int8=int8)
     app = create_app(student, settings)
     name = settings.model_name or student.name
     print(

@@ -24,6 +24,7 @@ from .inference import (
     candidate_labels,
     for_inference,
     generate,
+    int8_weights,
     predict,
     score_candidates,
 )
@@ -112,6 +113,7 @@ class Student:
         batch_size: int | None = None,
         threads: int | None = None,
         device: str | None = None,
+        int8: bool = False,
     ) -> Student:
         """Load a run folder (``config.yaml`` + ``model/``), a run's ``model/`` folder,
         or any Hugging Face causal / seq2seq model folder.
@@ -120,8 +122,25 @@ class Student:
         resolved it (off for a bare model folder); ``threads``
         sets torch's intra-op threads (default: torch's own choice); ``device``: where
         the model runs (default: the run's ``device`` setting, else auto: CUDA when
-        available, else the CPU).
+        available, else the CPU). ``int8``: int8 weights for decoding on the CPU
+        (``inference.int8_weights``): passes over a few tokens read int8 weights.
         """
+        student = cls._load(path, bf16, batch_size, threads, device)
+        if int8:
+            if student.model.device.type != "cpu":
+                raise ValueError("int8 weights are for decoding on the CPU; drop --int8 on a GPU")
+            int8_weights(student.model)
+        return student
+
+    @classmethod
+    def _load(
+        cls,
+        path: str | Path,
+        bf16: bool | None,
+        batch_size: int | None,
+        threads: int | None,
+        device: str | None,
+    ) -> Student:
 
         path = Path(path)
         if not path.exists():
