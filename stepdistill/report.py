@@ -322,13 +322,21 @@ def percent(value: Any) -> str:
     return f"{100 * float(value):.1f}" if value is not None else ""
 
 
-def teacher_line(rows: list[dict[str, Any]], task: str) -> float | None:
-    values = [
-        r["teacher_test_accuracy"]
-        for r in rows
-        if r["task"] == task and r.get("teacher_test_accuracy") is not None
-    ]
-    return 100 * statistics.fmean(values) if values else None
+def teacher_line(rows: list[dict[str, Any]], task: str) -> str | None:
+    """The teacher's test accuracy, as the runs recorded it: one figure, or, where runs
+    read different teachers' annotations (a weaker teacher's recipe), one per teacher,
+    naming the variants that read each (never a mean across teachers)."""
+    by_value: dict[float, set[str]] = {}
+    for r in rows:
+        if r["task"] == task and r.get("teacher_test_accuracy") is not None:
+            by_value.setdefault(round(100 * r["teacher_test_accuracy"], 1), set()).add(variant(r))
+    if not by_value:
+        return None
+    if len(by_value) == 1:
+        return f"{next(iter(by_value)):.1f}%"
+    return "; ".join(
+        f"{value:.1f}% ({', '.join(sorted(names))})" for value, names in sorted(by_value.items())
+    )
 
 
 def report(results: str | Path, output: str | Path | None = None) -> Path:
@@ -364,7 +372,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines += [f"## {task}", ""]
         teacher = teacher_line(rows, task)
         if teacher is not None:
-            lines += [f"Teacher (few-shot CoT) test accuracy: {teacher:.1f}%", ""]
+            lines += [f"Teacher (few-shot CoT) test accuracy: {teacher}", ""]
         lines.append("| mode | " + " | ".join(f"{100 * f:g}% data" for f in fractions) + " |")
         lines.append("|---|" + "---|" * len(fractions))
         for name in variants:

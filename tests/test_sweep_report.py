@@ -581,3 +581,16 @@ def test_an_unstarted_folder_with_a_tensorboard_log_is_removed_and_palm_replay_s
     (folder / "tensorboard" / "events.out").write_text("x")
     assert earlier_folders(config) == [folder]  # saved as palm-replay, still this run
     assert remove_unstarted([folder]) == [folder] and not folder.exists()
+
+
+def test_the_teacher_line_names_each_teacher_and_never_averages_them():
+    from stepdistill.report import teacher_line
+
+    rows = [
+        {"task": "svamp", "mode": "dss", "teacher_test_accuracy": 0.775},
+        {"task": "svamp", "mode": "standard", "teacher_test_accuracy": 0.775},
+        {"task": "svamp", "mode": "dss", "recipe": "dss-llama3", "teacher_test_accuracy": 0.68},
+    ]
+    assert teacher_line(rows[:2], "svamp") == "77.5%"
+    assert teacher_line(rows, "svamp") == "68.0% (dss-llama3); 77.5% (dss, standard)"
+    assert teacher_line(rows, "cqa") is None
