@@ -14,6 +14,9 @@ times, on the same examples and the same loaded model:
 - scoring, batched (closed label sets only: CQA's five choices, the NLI labels):
   ``Student.choose``: each candidate's log-likelihood after the ``[label]`` prompt,
   all candidates of an example in one forward pass (``stepdistill/candidates.py``);
+- with ``--ctranslate2``, label-only by CTranslate2 (an optional dependency: ``pip install
+  ctranslate2``) on the same weights and prompts, float32 and int8, batched and one at a
+  time;
 - with ``--int8-rows``, label-only again with int8 weights (``Student.load(int8=True)``),
   batched and one at a time, last (the weights are replaced in place);
 - with ``--autocast-rows``, label-only again with fp32 weights under bf16 autocast
@@ -139,6 +142,62 @@ def generated_tokens(student: Any, predictions: list[Any]) -> float:
     return total / max(1, len(predictions))
 
 
+def ctranslate2_labels(student: Any, run_dir: Path, compute_type: str) -> Any:
+    """Label-only generation by CTranslate2 (``pip install ctranslate2``, an optional
+    benchmark dependency) on the same weights: the run's model converted once (float32,
+    quantised at load for int8), the same ``[label]`` prompt tokens, greedy decoding to
+    the end token within the same label budget, decoded and normalised as the library
+    does. Returns ``call(texts, batch) -> predictions``."""
+    import tempfile
+    from types import SimpleNamespace
+
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+
+    from stepdistill.encode import encode_prompt
+    from stepdistill.inference import normal_label
+    from stepdistill.modes import LABEL_PREFIX
+
+    folder = Path(tempfile.gettempdir()) / f"stepdistill-ct2-{Path(run_dir).resolve().name}"
+    if not (folder / "model.bin").is_file():
+        TransformersConverter(str(Path(run_dir) / "model")).convert(str(folder), force=True)
+    generator = ctranslate2.Generator(
+        str(folder), device="cpu", compute_type=compute_type, intra_threads=os.cpu_count() or 1
+    )
+    tokenizer, mode = student.tokenizer, student.mode_spec
+    budget = mode.label_budget(student.task.max_label_tokens, student.max_rationale_tokens)
+    layout = mode.layout
+
+    def call(texts: list[str], batch: int) -> list[Any]:
+        prompts = [
+            tokenizer.convert_ids_to_tokens(
+                encode_prompt(tokenizer, LABEL_PREFIX, text, student.max_input_tokens, False)
+            )
+            for text in texts
+        ]
+        out = []
+        for start in range(0, len(prompts), batch):
+            results = generator.generate_batch(
+                prompts[start : start + batch],
+                max_length=budget,
+                sampling_topk=1,
+                include_prompt_in_result=False,
+                end_token=tokenizer.eos_token,
+            )
+            for result in results:
+                raw = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True)
+                out.append(
+                    SimpleNamespace(
+                        label=normal_label(student.task, layout.label_of(raw)),
+                        raw=raw,
+                        rationale=None,
+                    )
+                )
+        return out
+
+    return call
+
+
 def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     from stepdistill.data import DataError
     from stepdistill.metrics import is_correct
@@ -220,6 +279,22 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
         student.predict(texts[:2])
         run("label, int8 weights", batch_size, n, student.predict)
         run("label, batch 1, int8 weights", 1, n, student.predict)
+    if args.ctranslate2 and run_dir is not None:
+        for compute_type in ("float32", "int8"):
+            generate_ct2 = ctranslate2_labels(student, run_dir, compute_type)
+            generate_ct2(texts[:2], 2)  # warm-up
+            run(
+                f"label, CTranslate2 {compute_type}",
+                batch_size,
+                n,
+                lambda t, g=generate_ct2: g(t, batch_size),
+            )
+            run(
+                f"label, batch 1, CTranslate2 {compute_type}",
+                1,
+                n,
+                lambda t, g=generate_ct2: g(t, 1),
+            )
     return {
         "task": task_name,
         "student": described,
@@ -288,6 +363,12 @@ def main() -> None:
         default=8,
         metavar="N",
         help="also time rationale + label one at a time on the first N examples (default 8; 0: skip)",
+    )
+    parser.add_argument(
+        "--ctranslate2",
+        action="store_true",
+        help="also label-only by CTranslate2 (float32 and int8) on the same weights "
+        "(pip install ctranslate2; trained runs only)",
     )
     parser.add_argument(
         "--int8-rows", action="store_true", help="also label-only with int8 weights, last"
