@@ -80,13 +80,6 @@ def main() -> None:
             collate(g, pad, False)
             for g in micro_batches(rows, config.micro_batch_tokens, False, args.pack_length)
         ]
-        if args.attention == "eager":  # HF's eager attention adds the mask: make it additive
-            for g in groups:
-                mask = g["attention_mask"]
-                if mask.dim() == 4:
-                    g["attention_mask"] = torch.zeros(mask.shape, dtype=torch.bfloat16).masked_fill(
-                        ~mask, torch.finfo(torch.bfloat16).min
-                    )
         if args.no_mask:
             for g in groups:
                 g.pop("attention_mask", None)

@@ -21,6 +21,7 @@ batch over the same encoder states.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -64,11 +65,12 @@ def int8_weights(model: Any) -> int:
     layers were replaced."""
     import torch
 
+    int8_linear = _int8_linear_class()
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, torch.nn.Linear):
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, int8_linear(child))
                 replaced += 1
     return replaced
 
@@ -76,7 +78,9 @@ def int8_weights(model: Any) -> int:
 INT8_MAX_ROWS = 4
 
 
+@functools.cache
 def _int8_linear_class() -> Any:
+    """The int8 layer's class, defined once, on first use (torch is imported late)."""
     import torch
 
     class Int8LinearImpl(torch.nn.Module):
@@ -88,7 +92,6 @@ def _int8_linear_class() -> Any:
             self.linear = linear  # the bf16 weights, for passes over many rows
             weight = linear.weight.detach().float()
             scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
-            self.in_features, self.out_features = linear.in_features, linear.out_features
             self.register_buffer(
                 "weight_int8", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
             )
@@ -105,19 +108,9 @@ def _int8_linear_class() -> Any:
             out = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight_int8, scales)
             if self.linear.bias is not None:
                 out = out + self.linear.bias
-            return out.reshape(*shape[:-1], self.out_features)
+            return out.reshape(*shape[:-1], self.linear.out_features)
 
     return Int8LinearImpl
-
-
-def Int8Linear(linear: Any) -> Any:  # noqa: N802 - a class, built lazily (torch is imported late)
-    global _INT8_LINEAR
-    if _INT8_LINEAR is None:
-        _INT8_LINEAR = _int8_linear_class()
-    return _INT8_LINEAR(linear)
-
-
-_INT8_LINEAR: Any = None
 
 
 def autocast(model: Any, enabled: bool | None) -> Any:

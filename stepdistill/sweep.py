@@ -132,9 +132,9 @@ def earlier_folders(config: TrainConfig) -> list[Path]:
 
 
 def same_run(a: TrainConfig, b: TrainConfig) -> bool:
-    """Two configs of the same run: equal in everything but the device they train on and whether
-    training was compiled (and
-    the replay teacher's old name, ``palm-replay``, for runs saved before it was ``replay``)."""
+    """Two configs of the same run: equal in everything but the device they train on,
+    whether training was compiled, and the replay teacher's old name (``palm-replay``, for
+    runs saved before it was ``replay``)."""
 
     def key(config: TrainConfig) -> dict[str, Any]:
         teacher = "replay" if config.teacher == "palm-replay" else config.teacher
