@@ -234,14 +234,17 @@ def compile_student(model: Any) -> None:
     Validation and the test answer through ``uncompiled``: the model as it loads, its
     own attention, not compiled (generation's shapes change at every token)."""
     import torch
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     # A persistent cache: a second run of the same student reuses the compiled kernels.
-    os.environ.setdefault(
-        "TORCHINDUCTOR_CACHE_DIR", os.path.expanduser("~/.cache/stepdistill/inductor")
-    )
+    # Importing torch._dynamo (transformers does) already set the variable to torch's
+    # default under /tmp; a directory the user chose is kept.
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser("~/.cache/stepdistill/inductor")
     model._answer_attention = model.config._attn_implementation
     model.set_attn_implementation("eager")
     model.base_model.compile(dynamic=True)
+    model._compiled = True  # token_losses compiles the LM head and its loss too
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
     # A machine that cannot compile (no C++ compiler, say) trains uncompiled, with torch's
     # warning, rather than failing the run.

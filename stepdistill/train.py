@@ -20,6 +20,7 @@ full-vocabulary logits for the prompt); bf16 compute with fp32 master weights
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -94,10 +95,32 @@ def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) ->
     if sparse_head and plain_lm_head(model):
         # Run the LM head only where the loss needs it: most positions are prompt.
         hidden = model.base_model(**inputs).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[:, :-1][select])
-    else:
-        logits = model(**inputs).logits[:, :-1][select]
+        head = compiled_head_losses if getattr(model, "_compiled", False) else head_losses
+        losses = head(model.get_output_embeddings(), hidden[:, :-1][select], targets[select])
+        return losses, kinds[:, 1:][select]
+    logits = model(**inputs).logits[:, :-1][select]
     return F.cross_entropy(logits.float(), targets[select], reduction="none"), kinds[:, 1:][select]
+
+
+def head_losses(head: Any, hidden: Any, targets: Any) -> Any:
+    """The LM head's logits at the selected positions, and their fp32 cross-entropy."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+
+@functools.cache
+def _compiled_head_losses() -> Any:
+    import torch
+
+    return torch.compile(head_losses, dynamic=True)
+
+
+def compiled_head_losses(head: Any, hidden: Any, targets: Any) -> Any:
+    """``head_losses`` compiled (a student compiled for training): inductor fuses the fp32
+    cast, the vocabulary's log-softmax and the target pick, forward and backward, which
+    eager runs as separate passes over a 49,152-wide row per target token."""
+    return _compiled_head_losses()(head, hidden, targets)
 
 
 def step_loss(

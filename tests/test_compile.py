@@ -13,7 +13,7 @@ from stepdistill.cli import main
 from stepdistill.device import additive_mask, compile_pays
 from stepdistill.models import load_student
 from stepdistill.packing import collate, micro_batches
-from stepdistill.train import step_loss
+from stepdistill.train import compiled_head_losses, head_losses, step_loss
 
 
 def packed_groups(tokenizer):
@@ -127,3 +127,46 @@ def test_a_compiled_run_trains_saves_and_answers_as_an_uncompiled_one(
         for folder in ("predictions", "eval")
     )
     assert stored == again
+
+
+def test_the_compiled_lm_head_loss_equals_the_eager_one():
+    """A compiled student's LM head and its fp32 cross-entropy run as one compiled graph
+    (inductor fuses the cast, the log-softmax and the target pick): the same losses and
+    gradients as eager, for each number of target tokens (one graph, dynamic shapes)."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    for rows in (7, 12):
+        hidden = torch.randn(rows, 16, requires_grad=True)
+        targets = torch.randint(0, 50, (rows,))
+        results = []
+        for function in (head_losses, compiled_head_losses):
+            head.zero_grad()
+            hidden.grad = None
+            losses = function(head, hidden, targets)
+            (losses * torch.arange(1.0, rows + 1)).sum().backward()
+            results.append((losses.detach(), hidden.grad.clone(), head.weight.grad.clone()))
+        for eager, compiled in zip(*results, strict=True):
+            assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_kernels_go_to_stepdistills_cache_unless_the_user_chose_one(
+    tiny_causal, tmp_path, monkeypatch
+):
+    """Importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR to torch's /tmp default; the
+    compiled student's kernels go to ~/.cache/stepdistill/inductor instead (kept between
+    machines' reboots), and a directory the user set is kept."""
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from stepdistill.device import compile_student
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for preset, expected in (
+        (default_cache_dir(), str(tmp_path / ".cache" / "stepdistill" / "inductor")),
+        (str(tmp_path / "mine"), str(tmp_path / "mine")),
+    ):
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", preset)
+        model, _ = load_student(str(tiny_causal))
+        compile_student(model)
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == expected
