@@ -63,10 +63,11 @@ def main() -> None:
     if args.compile == "model":
         from stepdistill.device import compile_student
 
-        compile_student(model)
+        compile_student(model, regional=False)
     elif args.compile == "layers":
-        for layer in model.base_model.layers:
-            layer.compile(dynamic=True)
+        from stepdistill.device import compile_student
+
+        compile_student(model, regional=True)
     optimizer = torch.optim.AdamW(
         weights.master, lr=1e-4, weight_decay=0.0, **({"fused": True} if args.fused else {})
     )

@@ -152,7 +152,8 @@ def run_stepdistill(
 ) -> None:
     """Variants: ``today`` is the trainer before issue 28 (AdamW's for-each step, no
     compilation); ``fused`` adds the fused AdamW step; ``stepdistill`` is the trainer as
-    it now runs by default (``train.compile_student`` when the config's ``compile`` is on)."""
+    it now runs by default (``train.compile_student`` when the config's ``compile`` is on);
+    ``compiled`` compiles the whole transformer body, ``regional`` each decoder layer."""
     import torch
 
     from stepdistill.config import TrainConfig
@@ -167,10 +168,10 @@ def run_stepdistill(
     model.train()
     config = TrainConfig()
     weights = MasterWeights(model, enabled=True)
-    if variant == "compiled" or (
-        variant == "stepdistill" and compile_pays(config.compile, model, "cpu", True, False)
-    ):
+    if variant == "stepdistill" and compile_pays(config.compile, model, "cpu", True, False):
         compile_student(model)  # as train() decides it for this student on a bf16 CPU
+    elif variant in ("compiled", "regional"):
+        compile_student(model, regional=variant == "regional")
     optimizer = torch.optim.AdamW(
         weights.master, lr=1e-4, weight_decay=0.0, **({} if variant == "today" else {"fused": True})
     )
@@ -227,7 +228,7 @@ def main() -> None:
         "--variants",
         default="today,stepdistill",
         help="comma-separated, run in this order each repeat: reference, today, fused, "
-        "compiled, stepdistill (the first is the baseline of the ratios)",
+        "compiled, regional, stepdistill (the first is the baseline of the ratios)",
     )
     args = parser.parse_args()
     variants = args.variants.split(",")

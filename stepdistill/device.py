@@ -220,9 +220,15 @@ def compile_pays(setting: bool | None, model: Any, device: str, bf16: bool, lora
     )
 
 
-def compile_student(model: Any) -> None:
+def compile_student(model: Any, regional: bool = True) -> None:
     """Compile the student's transformer body in place (TorchInductor) for training.
 
+    - Regional (the default): each decoder layer compiled on its own; the layers share
+      one compiled graph, so compiling takes ~20 s cold and ~10 s from the cache, where
+      the whole body as one graph (``regional=False``) took ~270 s cold and ~80 s from
+      the cache for 4% more tokens a second (``benchmarks/train_throughput.py --variants
+      today,compiled,regional``): a 135-step run is faster regional, cold or warm.
+      A body without a ``layers`` list is compiled whole.
     - Dynamic shapes: the packed micro-batches of every step (their row and target counts
       vary) share one compiled graph instead of recompiling for each new shape.
     - Attention as plain matmuls (Hugging Face's ``eager`` attention, with the packing's
@@ -243,7 +249,12 @@ def compile_student(model: Any) -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser("~/.cache/stepdistill/inductor")
     model._answer_attention = model.config._attn_implementation
     model.set_attn_implementation("eager")
-    model.base_model.compile(dynamic=True)
+    layers = getattr(model.base_model, "layers", None)  # Llama-style bodies (GPT-2's: .h)
+    if regional and isinstance(layers, torch.nn.ModuleList):
+        for layer in layers:  # one layer's compiled code serves all of them
+            layer.compile(dynamic=True)
+    else:
+        model.base_model.compile(dynamic=True)
     model._compiled = True  # token_losses compiles the LM head and its loss too
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
     # A machine that cannot compile (no C++ compiler, say) trains uncompiled, with torch's

@@ -170,3 +170,21 @@ def test_compiled_kernels_go_to_stepdistills_cache_unless_the_user_chose_one(
         model, _ = load_student(str(tiny_causal))
         compile_student(model)
         assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == expected
+
+
+def test_regional_compile_compiles_each_layer_and_a_body_without_layers_whole(tiny_causal):
+    from stepdistill.device import compile_student
+
+    model, _ = load_student(str(tiny_causal))
+    compile_student(model)  # regional, the default
+    assert all(layer._compiled_call_impl is not None for layer in model.base_model.layers)
+    assert model.base_model._compiled_call_impl is None
+    whole, _ = load_student(str(tiny_causal))
+    compile_student(whole, regional=False)
+    assert whole.base_model._compiled_call_impl is not None
+    assert all(layer._compiled_call_impl is None for layer in whole.base_model.layers)
+    other, _ = load_student(str(tiny_causal))
+    other.base_model.h = other.base_model.layers  # a GPT-2-style name: no ``layers`` list
+    del other.base_model.layers
+    compile_student(other)
+    assert other.base_model._compiled_call_impl is not None
