@@ -23,8 +23,9 @@ times, on the same examples and the same loaded model:
   (how ``Student`` ran before it cast its weights to bf16).
 
 and prints examples/s, the ratios against the rationale and batch-1 baselines measured
-in the same run, the tokens written per example, the accuracy of each method and the
-machine. A warm-up call on two examples precedes the timings; each method is timed
+in the same run, the tokens written per example, the wall time per written token of the
+one-at-a-time methods against the memory-bandwidth bound measured in the same run (every
+weight read once a token), the accuracy of each method and the machine. A warm-up call on two examples precedes the timings; each method is timed
 once.
 
     nice -n 19 .venv/bin/python benchmarks/inference.py --run-dir svamp=runs/svamp-dss-...
@@ -227,13 +228,17 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
             is_correct(student.task, p.label, e.label)
             for p, e in zip(predictions, examples, strict=False)
         )
+        tokens = generated_tokens(student, predictions) if writes else None
         rows[name] = {
             "batch": batch,
             "examples": count,
             "seconds": seconds,
             "examples_per_second": count / seconds,
             "accuracy": correct / count,
-            "tokens_per_example": generated_tokens(student, predictions) if writes else None,
+            "tokens_per_example": tokens,
+            # one at a time: the wall time of each written token (its prompt's prefill
+            # included), against the bandwidth bound below
+            "ms_per_token": 1000 * seconds / (count * tokens) if batch == 1 and tokens else None,
         }
         print(
             f"  {name:<40} {count:4d} examples {seconds:7.1f} s  {count / seconds:7.2f} examples/s",
@@ -241,6 +246,13 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
         )
 
     print(f"{task_name}: {described}", flush=True)
+    bound = bandwidth_bound(student.model)
+    print(
+        f"  weights {bound['bf16_mb']:.0f} MB bf16 / {bound['int8_mb']:.0f} MB int8, read "
+        f"bandwidth {bound['gb_per_s']:.1f} GB/s: batch-1 bound {bound['bf16_ms']:.1f} / "
+        f"{bound['int8_ms']:.1f} ms a token",
+        flush=True,
+    )
     n = len(examples)
     run("label", batch_size, n, student.predict)
     if candidates:
@@ -302,6 +314,24 @@ def bench_task(task_name: str, run_dir: Path | None, args: argparse.Namespace) -
         "max_rationale_tokens": student.max_rationale_tokens,
         "max_label_tokens": student.task.max_label_tokens,
         "methods": rows,
+        "bandwidth_bound": bound,
+    }
+
+
+def bandwidth_bound(model: Any) -> dict[str, float]:
+    """The memory-bandwidth bound of decoding one token at batch 1: every weight matrix
+    read once (bf16: 2 bytes a weight; int8 weights: 1), at the read bandwidth measured
+    now (``decode_probe.bandwidth_gbs``)."""
+    from decode_probe import bandwidth_gbs
+
+    weights = sum(p.numel() for p in model.parameters() if p.dim() == 2)
+    gb_per_s = bandwidth_gbs()
+    return {
+        "bf16_mb": 2 * weights / 1e6,
+        "int8_mb": weights / 1e6,
+        "gb_per_s": gb_per_s,
+        "bf16_ms": 1000 * 2 * weights / (gb_per_s * 1e9),
+        "int8_ms": 1000 * weights / (gb_per_s * 1e9),
     }
 
 
@@ -314,16 +344,24 @@ def table(result: dict[str, Any]) -> str:
         f"{result['task']}: {result['student']} (label budget {result['max_label_tokens']}, "
         f"rationale budget {result['max_rationale_tokens']} tokens)",
         "",
-        f"| method | batch | examples | examples/s | × rationale + label | × label batch 1 | tokens written / example | {accuracy_head} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| method | batch | examples | examples/s | × rationale + label | × label batch 1 | tokens written / example | ms / token (batch 1) | {accuracy_head} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in methods.items():
         speed = row["examples_per_second"]
         tokens = "—" if row["tokens_per_example"] is None else f"{row['tokens_per_example']:.1f}"
+        latency = "—" if row.get("ms_per_token") is None else f"{row['ms_per_token']:.1f}"
         lines.append(
             f"| {name} | {row['batch']} | {row['examples']} | {speed:.2f} | {speed / rationale:.1f}× | {speed / single:.1f}× | "
-            f"{tokens} | {100 * row['accuracy']:.1f}% |"
+            f"{tokens} | {latency} | {100 * row['accuracy']:.1f}% |"
         )
+    bound = result["bandwidth_bound"]
+    lines += [
+        "",
+        f"memory-bandwidth bound at batch 1: {bound['bf16_ms']:.1f} ms a token for bf16 weights, "
+        f"{bound['int8_ms']:.1f} for int8 ({bound['bf16_mb']:.0f} / {bound['int8_mb']:.0f} MB "
+        f"read at the {bound['gb_per_s']:.1f} GB/s measured in this run)",
+    ]
     if "rationale + label, batch 1" in methods:
         ratio = single / methods["rationale + label, batch 1"]["examples_per_second"]
         lines += ["", f"one at a time: label {ratio:.1f}× faster than rationale + label"]
