@@ -128,7 +128,8 @@ class TrainConfig:
     """Compile the student's forward and backward passes with torch.compile (TorchInductor)
     for training. Default (null): on where it was measured to pay, a decoder-only student
     of at least 10M parameters training in bf16 on the CPU, without LoRA (SmolLM2-135M:
-    1.37x the tokens/s after a compile of ~80 s per run; benchmarks/RESULTS.md); off elsewhere,
+    1.32x the tokens/s, each decoder layer compiled on its own in ~20 s cold, ~10 s cached;
+    the demo's run 1.46x faster; benchmarks/RESULTS.md); off elsewhere,
     a GPU included (not measured there). true/false force it. Validation and the test
     run the uncompiled model. Not part of what a run is."""
     threads: int | None = None
