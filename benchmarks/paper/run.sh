@@ -10,11 +10,13 @@ export HF_HUB_OFFLINE=1
 bin=.venv/bin
 # Issue 25's recipes read a second teacher's rationales too (Llama-3, replayed).
 "$bin/stepdistill" annotate --task svamp-llama3 > /dev/null
-# Issue 7's sweeps (done), then issue 25's recipes, then issue 30's e-SNLI and ANLI-R1.
+# Issue 7's sweeps (done), then issue 25's recipes and its quarter-data, longer-budget
+# and CQA comparisons, then issue 30's e-SNLI and ANLI-R1.
 for sweep in svamp-ablation svamp-curve svamp-unlabeled cqa-ablation cqa-unlabeled \
-    svamp-recipes anli1-ablation esnli-curve; do
+    svamp-recipes svamp-quarter svamp-longer cqa-recipes anli1-ablation esnli-curve; do
     case $sweep in
-    svamp-recipes) report=benchmarks/paper/svamp-recipes/report ;;
+    svamp-recipes | svamp-quarter | svamp-longer | cqa-recipes)
+        report=benchmarks/paper/$sweep/report ;;
     *) report=benchmarks/paper/${sweep%%-*}/report ;; # svamp-…: …/svamp, cqa-…: …/cqa, …
     esac
     "$bin/stepdistill" sweep "benchmarks/paper/$sweep.yaml" --report "$report"
