@@ -127,3 +127,24 @@ def test_tokens_leave_out_the_runs_already_recorded(
     (output / "results.jsonl").write_text(json.dumps({"run_id": run_id}) + "\n")
     _, total_after, left_after = hours_left()
     assert total_after == total and left_after == pytest.approx(total / 2, abs=0.1)
+
+
+def test_power_reads_the_discordance_and_needs_fewer_points_with_more_seeds(scripts):
+    from power import detectable, discordance, power
+
+    def row(mode, seed, correct):
+        return {"mode": mode, "seed": seed, "task": "svamp", "test_correct": correct}
+
+    rows = [
+        row("dss", 0, "1100" * 25),  # 100 problems
+        row("standard", 0, "1010" * 25),  # discordant on 50 of them
+        row("dss", 1, "1111" * 25),
+        row("standard", 1, "1111" * 25),  # none
+        row("standard", 2, "1" * 100),  # no dss partner: not counted
+    ]
+    assert discordance(rows, "dss", "standard") == (0.25, 100, 2)
+    # no true difference: the test fires about α of the time; a large one: nearly always
+    assert power(0.0, 0.2, 200, 3, 2000, 0.05) < 0.08
+    assert power(0.15, 0.2, 200, 3, 2000, 0.05) > 0.99
+    one, five = (detectable(0.1, 200, s, 0.8, 1000, 0.05) for s in (1, 5))
+    assert 0 < five < one < 10
