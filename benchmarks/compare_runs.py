@@ -16,16 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
+from stepdistill.io import read_jsonl
 from stepdistill.stats import correctness_record, discordant, mcnemar_exact, paired_bootstrap
 
 
-def predictions(run: Path) -> list[dict]:
-    path = run / "predictions" / "test.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def compare(first: Path, second: Path) -> dict:
-    a, b = predictions(first), predictions(second)
+    a, b = (read_jsonl(run / "predictions" / "test.jsonl") for run in (first, second))
     ra, rb = correctness_record(a), correctness_record(b)
     if ra["test_ids"] != rb["test_ids"]:
         raise SystemExit(f"{first} and {second} were tested on different problems")

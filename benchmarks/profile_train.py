@@ -60,14 +60,10 @@ def main() -> None:
         model.set_attn_implementation("eager")
     config = TrainConfig()
     weights = MasterWeights(model, enabled=True)
-    if args.compile == "model":
+    if args.compile:
         from stepdistill.device import compile_student
 
-        compile_student(model, regional=False)
-    elif args.compile == "layers":
-        from stepdistill.device import compile_student
-
-        compile_student(model, regional=True)
+        compile_student(model, regional=args.compile == "layers")
     optimizer = torch.optim.AdamW(
         weights.master, lr=1e-4, weight_decay=0.0, **({"fused": True} if args.fused else {})
     )

@@ -245,7 +245,8 @@ def compile_student(model: Any, regional: bool = True) -> None:
     # A persistent cache: a second run of the same student reuses the compiled kernels.
     # Importing torch._dynamo (transformers does) already set the variable to torch's
     # default under /tmp; a directory the user chose is kept.
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+    torch_default = default_cache_dir()
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", torch_default) == torch_default:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser("~/.cache/stepdistill/inductor")
     model._answer_attention = model.config._attn_implementation
     model.set_attn_implementation("eager")
@@ -255,11 +256,16 @@ def compile_student(model: Any, regional: bool = True) -> None:
             layer.compile(dynamic=True)
     else:
         model.base_model.compile(dynamic=True)
-    model._compiled = True  # token_losses compiles the LM head and its loss too
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
     # A machine that cannot compile (no C++ compiler, say) trains uncompiled, with torch's
     # warning, rather than failing the run.
     torch._dynamo.config.suppress_errors = True
+
+
+def is_compiled(model: Any) -> bool:
+    """Whether ``compile_student`` compiled this student (``train.token_losses`` then
+    compiles the LM head and its loss too)."""
+    return getattr(model, "_answer_attention", None) is not None
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from .device import (
     compile_pays,
     compile_student,
     gradient_scaler,
+    is_compiled,
     is_cuda,
     prepare_device,
     resolve_device,
@@ -95,7 +96,7 @@ def token_losses(model: Any, batch: dict[str, Any], sparse_head: bool = True) ->
     if sparse_head and plain_lm_head(model):
         # Run the LM head only where the loss needs it: most positions are prompt.
         hidden = model.base_model(**inputs).last_hidden_state
-        head = compiled_head_losses if getattr(model, "_compiled", False) else head_losses
+        head = compiled_head_losses if is_compiled(model) else head_losses
         losses = head(model.get_output_embeddings(), hidden[:, :-1][select], targets[select])
         return losses, kinds[:, 1:][select]
     logits = model(**inputs).logits[:, :-1][select]

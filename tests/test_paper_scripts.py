@@ -133,7 +133,15 @@ def test_power_reads_the_discordance_and_needs_fewer_points_with_more_seeds(scri
     from power import detectable, discordance, power
 
     def row(mode, seed, correct):
-        return {"mode": mode, "seed": seed, "task": "svamp", "test_correct": correct}
+        return {
+            "mode": mode,
+            "seed": seed,
+            "task": "svamp",
+            "train_fraction": 1.0,
+            "test_accuracy": correct.count("1") / len(correct),
+            "test_correct": correct,
+            "test_ids": "same problems",
+        }
 
     rows = [
         row("dss", 0, "1100" * 25),  # 100 problems
@@ -142,7 +150,7 @@ def test_power_reads_the_discordance_and_needs_fewer_points_with_more_seeds(scri
         row("standard", 1, "1111" * 25),  # none
         row("standard", 2, "1" * 100),  # no dss partner: not counted
     ]
-    assert discordance(rows, "dss", "standard") == (0.25, 100, 2)
+    assert discordance(rows, "dss", "standard", "svamp") == (0.25, 100, 2)
     # no true difference: the test fires about α of the time; a large one: nearly always
     assert power(0.0, 0.2, 200, 3, 2000, 0.05) < 0.08
     assert power(0.15, 0.2, 200, 3, 2000, 0.05) > 0.99

@@ -20,23 +20,24 @@ import argparse
 
 import numpy as np
 
-from stepdistill.report import variant
+from stepdistill.report import paired_runs, problem_counts
 from stepdistill.results import first_of_each_run, read_results
-from stepdistill.stats import discordant, mcnemar_exact
+from stepdistill.stats import mcnemar_exact
 
 
-def discordance(rows: list[dict], first: str, second: str) -> tuple[float, int, int]:
-    """(pooled discordance rate, problems per seed, seeds) over the seeds both ran."""
-    runs = {(variant(r), int(r["seed"])): r for r in rows if r.get("test_correct")}
-    seeds = sorted(s for v, s in runs if v == first and (second, s) in runs)
-    if not seeds:
-        raise SystemExit(f"no seed on which both {first} and {second} ran")
-    counts = [
-        discordant(runs[(first, s)]["test_correct"], runs[(second, s)]["test_correct"])
-        for s in seeds
-    ]
+def discordance(
+    rows: list[dict], first: str, second: str, task: str, fraction: float = 1.0
+) -> tuple[float, int, int]:
+    """(pooled discordance rate, problems per seed, seeds) over the seeds on which both
+    ran, paired as ``stepdistill report`` pairs them (same task, fraction and seed)."""
+    pairs = paired_runs(rows, task, first, second).get(fraction, [])
+    counts, gaps = problem_counts(pairs)
+    if not counts:
+        raise SystemExit(f"no seed on which both {first} and {second} ran ({task}, {fraction:g})")
+    if gaps:
+        raise SystemExit(f"seeds not comparable problem by problem: {gaps}")
     n = counts[0][2]
-    return sum(b + c for b, c, _ in counts) / sum(m for _, _, m in counts), n, len(seeds)
+    return sum(b + c for b, c, _ in counts) / sum(m for _, _, m in counts), n, len(counts)
 
 
 def power(delta: float, rate: float, problems: int, seeds: int, reps: int, alpha: float) -> float:
@@ -77,13 +78,19 @@ def main() -> None:
     parser.add_argument("results")
     parser.add_argument("first")
     parser.add_argument("second")
+    parser.add_argument("--task", help="default: the results file's only task")
+    parser.add_argument("--fraction", type=float, default=1.0, help="train fraction (default 1)")
     parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--power", type=float, default=0.8)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--reps", type=int, default=2000)
     args = parser.parse_args()
     rows = first_of_each_run(read_results(args.results), args.results)
-    rate, problems, ran = discordance(rows, args.first, args.second)
+    tasks = sorted({row["task"] for row in rows})
+    if args.task is None and len(tasks) != 1:
+        raise SystemExit(f"several tasks in {args.results}: give --task (one of {tasks})")
+    task = args.task or tasks[0]
+    rate, problems, ran = discordance(rows, args.first, args.second, task, args.fraction)
     print(
         f"{args.first} vs {args.second}: {100 * rate:.1f}% of test problems discordant "
         f"({ran} seed(s) of {problems} problems)"
