@@ -102,6 +102,7 @@ COMPARISONS = (
     ("label-first-split", "standard"),
     ("label-first-split", "label-first"),
     ("dss-filtered", "dss"),
+    ("dss-llama3", "standard"),
     ("dss-llama3", "dss"),
     ("dss-two-teachers", "standard"),
     ("dss-two-teachers", "dss"),

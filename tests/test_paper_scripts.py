@@ -5,6 +5,7 @@ training tokens and the hours still to train."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -156,3 +157,55 @@ def test_power_reads_the_discordance_and_needs_fewer_points_with_more_seeds(scri
     assert power(0.15, 0.2, 200, 3, 2000, 0.05) > 0.99
     one, five = (detectable(0.1, 200, s, 0.8, 1000, 0.05) for s in (1, 5))
     assert 0 < five < one < 10
+
+
+def test_recipes_table_pairs_each_recipe_with_standard_per_task(scripts, tmp_path):
+    from recipes_table import parse_source, table
+
+    def row(task, mode, seed, correct, **extra):
+        return {
+            "run_id": f"{task}-{mode}-{seed}-{extra}",
+            "task": task,
+            "mode": mode,
+            "seed": seed,
+            "train_fraction": 1.0,
+            "test_accuracy": correct.count("1") / len(correct),
+            "test_correct": correct,
+            "test_ids": "same problems",
+            **extra,
+        }
+
+    svamp, cqa = tmp_path / "svamp.jsonl", tmp_path / "cqa.jsonl"
+    svamp.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in (
+                row("svamp", "standard", 0, "1100"),
+                row("svamp", "dss", 0, "1110"),
+                row("svamp", "standard", 1, "1000"),
+                row("svamp", "dss", 1, "1100"),
+                row("svamp", "dss", 2, "1111"),  # no standard on seed 2: not paired
+                row("svamp", "dss", 0, "0000", recipe="dss-llama3"),
+            )
+        )
+        + "\n"
+    )
+    cqa.write_text(json.dumps(row("cqa", "standard", 0, "10")) + "\n")
+    assert parse_source("SVAMP:, 10 epochs=a/b.jsonl") == (
+        "SVAMP",
+        ", 10 epochs",
+        Path("a/b.jsonl"),
+    )
+    lines = table([parse_source(f"SVAMP={svamp}"), parse_source(f"CQA={cqa}")]).splitlines()
+    split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    cells = {name: rest for name, *rest in split}
+    assert list(cells) == ["standard", "dss", "dss-llama3"]
+    assert cells["standard"][:2] == ["37.5 ± 12.5 (2 seeds)", "—"]
+    assert cells["standard"][2:] == ["50.0 (1 seed)", "—"]
+    # dss over its three seeds; the difference over the two paired ones, +25 each
+    assert cells["dss"][0] == "75.0 ± 14.4 (3 seeds)"
+    assert cells["dss"][1].startswith("+25.0 ± 0.0 [") and "p = 0.5" in cells["dss"][1]
+    assert cells["dss-llama3"][1].startswith("-50.0 [")
+    assert cells["dss"][2:] == ["", ""]
+    with pytest.raises(SystemExit, match="expected COLUMN=RESULTS"):
+        parse_source("no-equals-sign")
