@@ -259,8 +259,10 @@ def score_candidates(
     max_label_tokens: int = LABEL_TARGET_TOKENS,
     batch_size: int = 32,
     bf16: bool | None = None,
+    desc: str | None = None,
 ) -> list[list[float]]:
-    """Log-likelihood of each candidate label of each formatted input, in order.
+    """Log-likelihood of each candidate label of each formatted input, in order (a
+    progress bar named ``desc`` over the batches when one is given).
 
     ``candidates[i]`` are the (already normalised) labels to rank for ``inputs[i]``;
     each scores its label tokens plus the end-of-sequence token, so a candidate that
@@ -289,7 +291,8 @@ def score_candidates(
     was_training = model.training
     model.eval()
     with torch.inference_mode(), autocast(model, bf16):
-        for start in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
             batch = order[start : start + batch_size]
             score = _score_seq2seq if seq2seq else _score_causal
             log_probs = score(
@@ -331,6 +334,7 @@ def choose(
     max_input_tokens: int = 256,
     batch_size: int = 32,
     bf16: bool | None = None,
+    desc: str | None = None,
 ) -> list[dict[str, Any]]:
     """Labels picked from each input's closed set by likelihood instead of generated: one
     forward pass per batch, always one of the candidates (exact scoring of a closed label
@@ -349,6 +353,7 @@ def choose(
         max_input_tokens=max_input_tokens,
         batch_size=batch_size,
         bf16=bf16,
+        desc=desc,
     )
     chosen = [
         options[best_candidate(values)] for options, values in zip(candidates, scores, strict=True)
@@ -491,6 +496,7 @@ def student_labels(
             max_input_tokens=config.max_input_tokens,
             batch_size=config.eval_batch_size,
             bf16=bf16,
+            desc=desc,
         )
     return predict(
         model,

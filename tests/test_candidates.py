@@ -96,6 +96,17 @@ def test_mean_is_the_sum_over_the_label_and_end_tokens(model_and_tokenizer):
         assert means == pytest.approx([s / n for s, n in zip(sums, lengths, strict=True)], abs=1e-5)
 
 
+def test_a_named_scoring_shows_its_progress_and_scores_the_same(model_and_tokenizer, capsys):
+    model, tokenizer = model_and_tokenizer
+    quiet = score_candidates(model, tokenizer, INPUTS, CANDIDATES, batch_size=2, bf16=False)
+    assert "test scoring" not in capsys.readouterr().err
+    shown = score_candidates(
+        model, tokenizer, INPUTS, CANDIDATES, batch_size=2, bf16=False, desc="test scoring"
+    )
+    assert "test scoring" in capsys.readouterr().err  # a bar over its 2 batches
+    assert shown == quiet
+
+
 def test_bad_arguments_are_errors(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     with pytest.raises(ValueError, match="reduce"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections import Counter
 
 
 @functools.cache
@@ -69,17 +70,21 @@ def main() -> None:
     for path in args.sweeps:
         spec = load_sweep(path)
         configs = expand(spec)
-        seeds = len({config.seed for config in configs})
+
+        def point_of(config):  # a grid point: a run's name without its seed
+            return config.run_name.removesuffix(f"-s{config.seed}")
+
+        seeds = Counter(point_of(config) for config in configs)  # a point's seeds
         done = recorded_runs(Path(spec["output_dir"]) / "results.jsonl")
         hours: dict[str, float] = {}  # per grid point; its seeds differ in order, not size
         for config in configs:
-            point = config.run_name.removesuffix(f"-s{config.seed}")
+            point = point_of(config)
             if point not in hours:  # the point's first seed: count its tokens once
                 examples, tokens = training_tokens(config)
                 hours[point] = tokens * config.epochs / args.tokens_per_second / 3600
                 print(
                     f"| {spec.get('name', path)} | {config.run_name} | {examples} | {tokens} "
-                    f"| {config.epochs:g} | {hours[point]:.2f} (× {seeds} seeds) |",
+                    f"| {config.epochs:g} | {hours[point]:.2f} (× {seeds[point]} seeds) |",
                     flush=True,
                 )
             total += hours[point]
