@@ -14,7 +14,9 @@ comparison are compared problem by problem without their run folders: a 95% conf
 interval from a paired bootstrap over seeds and, within each seed, problems, and the
 exact McNemar p on the discordant problems pooled over seeds (``stats``). Rows without
 that record (older sweeps), or runs tested on different problems, get the seed-paired
-mean ± standard error only, and the report says which.
+mean ± standard error only, and the report says which. Rows that also carry the teacher's
+correctness on the same problems (``teacher_test_correct``) compare each student with its
+teacher the same way: the paper's claim that the small student outperforms the LLM.
 """
 
 from __future__ import annotations
@@ -318,6 +320,70 @@ def comparison_lines(
     return lines, plotted
 
 
+def teacher_differences(rows: list[dict[str, Any]], task: str) -> dict[tuple[str, float], Any]:
+    """(variant, fraction) -> the student's test accuracy minus its teacher's on the same
+    problems (points): ``mean`` / ``se`` over seeds, ``n``, ``student`` and ``teacher``
+    (mean accuracies), the paired bootstrap ``ci`` and McNemar ``p`` with ``b`` (student
+    right, teacher wrong) and ``c``. Only where every run of the cell records both its own
+    and its teacher's per-problem correctness (``teacher_test_correct``)."""
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["task"] == task and row.get("test_accuracy") is not None:
+            cells[(variant(row), float(row["train_fraction"]))].append(row)
+    result = {}
+    for key, runs in sorted(cells.items(), key=lambda item: (item[0][1], item[0][0])):
+        if not all(
+            r.get("test_correct")
+            and len(r.get("teacher_test_correct", "")) == len(r["test_correct"])
+            for r in runs
+        ):
+            continue
+        counts = [discordant(r["test_correct"], r["teacher_test_correct"]) for r in runs]
+        differences = [100 * (b - c) / n for b, c, n in counts]
+        mean, se = mean_se(differences)
+        b, c = sum(x[0] for x in counts), sum(x[1] for x in counts)
+        result[key] = {
+            "mean": mean,
+            "se": se,
+            "n": len(runs),
+            "student": mean_se([100 * float(r["test_accuracy"]) for r in runs])[0],
+            "teacher": statistics.fmean(
+                100 * r["teacher_test_correct"].count("1") / len(r["teacher_test_correct"])
+                for r in runs
+            ),
+            "ci": paired_bootstrap(counts),
+            "p": mcnemar_exact(b, c),
+            "b": b,
+            "c": c,
+        }
+    return result
+
+
+def teacher_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
+    """Markdown: each variant against its own teacher, problem by problem (the paper's
+    claim that the small student outperforms the teacher)."""
+    differences = teacher_differences(rows, task)
+    if not differences:
+        return []
+    lines = [
+        "The student against its teacher (few-shot CoT) on the same test problems: the "
+        "student's accuracy minus the teacher's, points, mean ± se over seeds; 95% CI: paired "
+        "bootstrap over seeds and problems; McNemar p: exact, pooled (b: student right, "
+        "teacher wrong; c: the reverse). The teacher's unparseable answers count as wrong.",
+        "",
+        "| student | data | student % | teacher % | difference | 95% CI | McNemar p (b / c) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, fraction), d in differences.items():
+        spread = f" ± {d['se']:.1f}" if d["n"] > 1 else ""
+        lines.append(
+            f"| {MODE_NAMES.get(name, name)} (n={d['n']}) | {100 * fraction:g}% "
+            f"| {d['student']:.1f} | {d['teacher']:.1f} | {d['mean']:+.1f}{spread} "
+            f"| [{signed(d['ci'][0])}, {signed(d['ci'][1])}] | {p_text(d['p'])} ({d['b']} / {d['c']}) |"
+        )
+    return [*lines, ""]
+
+
 def percent(value: Any) -> str:
     """An accuracy in [0, 1] as a percentage with one decimal ("" when missing)."""
     return f"{100 * float(value):.1f}" if value is not None else ""
@@ -385,6 +451,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines.append("")
         comparisons, plotted = comparison_lines(rows, task, cells)
         lines += comparisons
+        lines += teacher_lines(rows, task)
         pngs = plot_task(task, cells, teacher, output)
         pngs += plot_differences(task, plotted, output)
         for png in pngs:

@@ -41,6 +41,21 @@ def correctness_record(prediction_rows: Sequence[dict[str, Any]]) -> dict[str, s
     }
 
 
+def teacher_record(
+    prediction_rows: Sequence[dict[str, Any]], teacher_rows: Iterable[dict[str, Any]]
+) -> dict[str, str]:
+    """The teacher's correctness on the same test problems, in the same order as
+    ``correctness_record``'s (``teacher_test_correct``), from its rationale dataset's test
+    rows (``teacher_correct``; an answer that did not parse counts as wrong, as the
+    teacher's accuracy counts it). Empty when a problem has no teacher row: a student is
+    compared with its teacher problem by problem only where the teacher answered them all."""
+    correct = {row.get("id"): bool(row.get("teacher_correct")) for row in teacher_rows}
+    labelled = [row for row in prediction_rows if row.get("gold") is not None]
+    if not labelled or any(row["id"] not in correct for row in labelled):
+        return {}
+    return {"teacher_test_correct": "".join("1" if correct[row["id"]] else "0" for row in labelled)}
+
+
 def discordant(first: str, second: str) -> tuple[int, int, int]:
     """``(b, c, n)`` of two ``test_correct`` strings over the same problems: b where only
     the first is right, c where only the second is, n problems."""

@@ -34,7 +34,7 @@ from .report import report
 from .results import read_results, recorded_runs
 from .run import ensure_annotations, teacher_accuracy
 from .run_folder import load_run
-from .stats import correctness_record
+from .stats import correctness_record, teacher_record
 from .tasks import Task, load_task
 from .train import train
 from .training_data import needs_annotations, uses_teacher_labels
@@ -196,6 +196,15 @@ def teacher_test_accuracy(config: TrainConfig, task: Task) -> float | None:
     return teacher_accuracy(ensure_annotations(config, task))
 
 
+def teacher_correctness(config: TrainConfig, task: Task, predictions: Path) -> dict[str, str]:
+    """The teacher's per-problem correctness on the run's test problems (``teacher_record``),
+    from the rationale dataset's test rows, so the report can pair student and teacher."""
+    teacher_rows = ensure_annotations(config, task) / "test.jsonl"
+    if not predictions.is_file() or not teacher_rows.is_file():
+        return {}
+    return teacher_record(read_jsonl(predictions), read_jsonl(teacher_rows))
+
+
 def sweep(
     path: str | Path,
     dry_run: bool = False,
@@ -270,6 +279,7 @@ def sweep(
             # the precision the run trained in (depends on the hardware)
             "bf16": metrics.get("bf16"),
             **(correctness_record(read_jsonl(predictions)) if predictions.is_file() else {}),
+            **teacher_correctness(config, task, predictions),
         }
         if config.run_name in recorded_runs(results_path):
             # two sweeps trained this run at once: the first to finish keeps its row

@@ -13,6 +13,7 @@ from stepdistill.stats import (
     mcnemar_exact,
     paired_bootstrap,
     paired_difference,
+    teacher_record,
 )
 
 
@@ -56,6 +57,22 @@ def test_correctness_record_in_test_order_and_without_unlabelled_problems():
     assert record == {"test_correct": "101", "test_ids": ids_digest(["a", "b", "c"])}
     assert len(record["test_ids"]) == 16
     assert ids_digest(["a", "c", "b"]) != record["test_ids"]  # order matters
+
+
+def test_teacher_record_follows_the_students_problems_in_their_order():
+    predictions = [
+        {"id": "b", "gold": "2", "correct": True},
+        {"id": "u", "gold": None, "correct": False},  # no gold: not counted, as above
+        {"id": "a", "gold": "1", "correct": False},
+    ]
+    teacher = [
+        {"id": "a", "teacher_correct": True},
+        {"id": "b", "teacher_correct": False},
+        {"id": "z", "teacher_correct": True},  # a problem the student was not tested on
+    ]
+    assert teacher_record(predictions, teacher) == {"teacher_test_correct": "01"}
+    # a problem the teacher did not answer: no problem-by-problem comparison at all
+    assert teacher_record(predictions, teacher[1:]) == {}
 
 
 def test_discordant_counts():

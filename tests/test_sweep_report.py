@@ -27,6 +27,7 @@ def without_training(monkeypatch, fake_train):
     monkeypatch.setattr("stepdistill.sweep.train", fake_train)
     monkeypatch.setattr("stepdistill.sweep.teacher_test_accuracy", lambda config, task: 0.775)
     monkeypatch.setattr("stepdistill.sweep.ensure_annotations", lambda config, task: None)
+    monkeypatch.setattr("stepdistill.sweep.teacher_correctness", lambda config, task, path: {})
 
 
 def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):
@@ -410,6 +411,33 @@ def test_report_gives_the_bootstrap_interval_and_the_mcnemar_p(tmp_path):
     assert (results.parent / "report" / "svamp-differences.png").stat().st_size > 5_000
 
 
+def test_the_student_is_compared_with_its_teacher_problem_by_problem(tmp_path):
+    from stepdistill.report import teacher_differences
+    from stepdistill.stats import mcnemar_exact, paired_bootstrap
+
+    # 10 problems; the teacher right on the first 7. dss right on 8 and 9 of them,
+    # b (dss right, teacher wrong) = 2, 3 and c = 1, 1
+    teacher = "1" * 7 + "0" * 3
+    per_seed = {0: ("1" * 6 + "0" + "1" * 2 + "0", teacher), 1: ("1" * 5 + "0" + "1" * 4, teacher)}
+    overrides = {("dss", s): {"teacher_test_correct": teacher} for s in per_seed}
+    overrides[("standard", 1)] = {"teacher_test_correct": teacher[:5]}  # not the same problems
+    results = tmp_path / "results.jsonl"
+    for row in paired_rows(per_seed, overrides):
+        append_result(results, row)
+    differences = teacher_differences(read_results(results), "svamp")
+    assert list(differences) == [("dss", 1.0)]  # standard: a seed without the teacher's record
+    d = differences[("dss", 1.0)]
+    assert (d["b"], d["c"], d["n"]) == (5, 2, 2)
+    assert d["mean"] == pytest.approx(15.0) and d["se"] == pytest.approx(5.0)
+    assert (d["student"], d["teacher"]) == (pytest.approx(85.0), pytest.approx(70.0))
+    assert d["ci"] == paired_bootstrap([(2, 1, 10), (3, 1, 10)])
+    assert d["p"] == mcnemar_exact(5, 2)
+    text = report(results).read_text()
+    ci = f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+    line = f"| distilling step-by-step (n=2) | 100% | 85.0 | 70.0 | +15.0 ± 5.0 | {ci} | 0.453 (5 / 2) |"
+    assert line in text
+
+
 def test_runs_tested_on_different_problems_are_not_paired_problem_by_problem(tmp_path):
     from stepdistill.report import paired_differences
 
@@ -511,7 +539,21 @@ def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal,
         assert row["test_correct"] == "".join("1" if p["correct"] else "0" for p in predictions)
         assert row["test_correct"].count("1") / 8 == pytest.approx(row["test_accuracy"])
     assert len({row["test_ids"] for row in rows}) == 1  # every run: the same test problems
+    # the teacher's correctness on the same problems, in the same order
+    teacher = {r["id"]: r["teacher_correct"] for r in read_jsonl(annotations / "test.jsonl")}
+    for row in rows:
+        predictions = read_jsonl(
+            tmp_path / "out" / "runs" / row["run_id"] / "predictions" / "test.jsonl"
+        )
+        assert row["teacher_test_correct"] == "".join(
+            "1" if teacher[p["id"]] else "0" for p in predictions
+        )
     text = report(tmp_path / "out" / "results.jsonl").read_text()
+    assert "The student against its teacher" in text
+    [dss_row] = [
+        line for line in text.splitlines() if line.startswith("| distilling step-by-step (n=2)")
+    ]
+    assert "| 100% |" in dss_row
     [line] = [
         line
         for line in text.splitlines()
