@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from stepdistill.report import aggregate, p_text, paired_differences, signed
+from stepdistill.report import MODE_NAMES, aggregate, p_text, paired_differences, signed
 from stepdistill.results import first_of_each_run, read_results
 
 
@@ -76,7 +76,7 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
     columns = list(dict.fromkeys(column for column, _, _ in sources))
     found: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any] | None]]] = {}
     groups: dict[str, int] = {}
-    order: dict[str, tuple[int, bool]] = {}
+    order: dict[str, tuple[int, bool, int]] = {}
     for column, suffix, path in sources:
         if not path.is_file():
             raise SystemExit(f"{path}: no such results file")
@@ -89,10 +89,11 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
         for (recipe, fraction), value in cells.items():
             group = suffix + (f", {100 * fraction:g}% of train" if len(fractions) > 1 else "")
             groups.setdefault(group, len(groups))
-            order.setdefault(recipe + group, (groups[group], recipe != baseline))
+            known = list(MODE_NAMES).index(recipe) if recipe in MODE_NAMES else len(MODE_NAMES)
+            order.setdefault(recipe + group, (groups[group], recipe != baseline, known))
             found.setdefault(recipe + group, {})[column] = value
     # rows in groups (a suffix, a fraction) in the order the files list them, the
-    # baseline first in each; sorted() is stable, so recipes keep the files' order
+    # baseline first in each, then the recipes in the report's order (others last)
     names = sorted(found, key=order.__getitem__)
     header = ["recipe"]
     for column in columns:
