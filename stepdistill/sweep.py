@@ -199,8 +199,10 @@ def teacher_test_accuracy(config: TrainConfig, task: Task) -> float | None:
 def teacher_correctness(config: TrainConfig, task: Task, predictions: Path) -> dict[str, str]:
     """The teacher's per-problem correctness on the run's test problems (``teacher_record``),
     from the rationale dataset's test rows, so the report can pair student and teacher."""
+    if not predictions.is_file():
+        return {}
     teacher_rows = ensure_annotations(config, task) / "test.jsonl"
-    if not predictions.is_file() or not teacher_rows.is_file():
+    if not teacher_rows.is_file():
         return {}
     return teacher_record(read_jsonl(predictions), read_jsonl(teacher_rows))
 
