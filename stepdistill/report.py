@@ -44,6 +44,7 @@ MODE_NAMES = {
     "dss-filtered": "DSS, rationales only where the teacher is right",
     "dss-llama3": "DSS on Llama-3's rationales (a weaker teacher)",
     "dss-two-teachers": "DSS on PaLM's and Llama-3's rationales (two rows)",
+    "dss-human": "DSS on human rationales",
 }
 
 
@@ -108,6 +109,7 @@ COMPARISONS = (
     ("dss-llama3", "dss"),
     ("dss-two-teachers", "standard"),
     ("dss-two-teachers", "dss"),
+    ("dss-human", "dss"),
 )
 """The paper's claims as pairs: DSS against standard fine-tuning, against single-task
 training, and (teacher labels only) against standard distillation; then what training on
@@ -331,7 +333,12 @@ def teacher_differences(rows: list[dict[str, Any]], task: str) -> dict[tuple[str
         if row["task"] == task and row.get("test_accuracy") is not None:
             cells[(variant(row), float(row["train_fraction"]))].append(row)
     result = {}
-    for key, runs in sorted(cells.items(), key=lambda item: (item[0][1], item[0][0])):
+
+    def order(item: tuple[tuple[str, float], Any]) -> tuple[float, int, str]:
+        (name, fraction), _ = item  # by data size, then as the mode table lists them
+        return fraction, list(MODE_NAMES).index(name) if name in MODE_NAMES else 99, name
+
+    for key, runs in sorted(cells.items(), key=order):
         if not all(
             r.get("test_correct")
             and len(r.get("teacher_test_correct", "")) == len(r["test_correct"])
