@@ -391,6 +391,53 @@ def teacher_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
     return [*lines, ""]
 
 
+def history_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
+    """Markdown: validation accuracy after each epoch, mean over the seeds that recorded
+    it (``valid_history``), and the epoch each seed's kept weights come from: whether
+    training was still improving when it stopped."""
+    curves: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["task"] == task and row.get("valid_history"):
+            curves[(variant(row), float(row["train_fraction"]))].append(row)
+    if not curves:
+        return []
+    epochs = sorted(
+        {
+            round(float(h["epoch"]), 2)
+            for runs in curves.values()
+            for r in runs
+            for h in r["valid_history"]
+        }
+    )
+    lines = [
+        "Validation accuracy (%) after each epoch, mean over the seeds; last column: the epoch "
+        "of each seed's kept weights (the best validation).",
+        "",
+        "| mode | data | " + " | ".join(f"{e:g}" for e in epochs) + " | kept |",
+        "|---|---|" + "---:|" * len(epochs) + "---|",
+    ]
+    for (name, fraction), runs in sorted(curves.items(), key=lambda item: (item[0][1], item[0][0])):
+        by_epoch: dict[float, list[float]] = defaultdict(list)
+        kept = []
+        for r in runs:
+            history = r["valid_history"]
+            for h in history:
+                by_epoch[round(float(h["epoch"]), 2)].append(100 * float(h["valid_accuracy"]))
+            # the run's best step; else the first best, as training keeps it
+            best = next(
+                (h for h in history if h.get("step") == r.get("best_step")),
+                max(history, key=lambda h: float(h["valid_accuracy"])),
+            )
+            kept.append(f"{float(best['epoch']):g}")
+        cells = [f"{statistics.fmean(by_epoch[e]):.1f}" if by_epoch[e] else "" for e in epochs]
+        lines.append(
+            f"| {MODE_NAMES.get(name, name)} | {100 * fraction:g}% | "
+            + " | ".join(cells)
+            + f" | {', '.join(kept)} |"
+        )
+    return [*lines, ""]
+
+
 def percent(value: Any) -> str:
     """An accuracy in [0, 1] as a percentage with one decimal ("" when missing)."""
     return f"{100 * float(value):.1f}" if value is not None else ""
@@ -459,6 +506,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         comparisons, plotted = comparison_lines(rows, task, cells)
         lines += comparisons
         lines += teacher_lines(rows, task)
+        lines += history_lines(rows, task)
         pngs = plot_task(task, cells, teacher, output)
         pngs += plot_differences(task, plotted, output)
         for png in pngs:

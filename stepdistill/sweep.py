@@ -280,6 +280,8 @@ def sweep(
             "wall_seconds": metrics["wall_seconds"] if left else round(time.time() - started, 1),
             # the precision the run trained in (depends on the hardware)
             "bf16": metrics.get("bf16"),
+            # validation after each evaluation: whether a longer budget would have helped
+            "valid_history": metrics.get("valid_history"),
             **(correctness_record(read_jsonl(predictions)) if predictions.is_file() else {}),
             **teacher_correctness(config, task, predictions),
         }

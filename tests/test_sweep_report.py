@@ -538,6 +538,7 @@ def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal,
         assert len(predictions) == 8
         assert row["test_correct"] == "".join("1" if p["correct"] else "0" for p in predictions)
         assert row["test_correct"].count("1") / 8 == pytest.approx(row["test_accuracy"])
+        assert [h["step"] for h in row["valid_history"]] == [2]  # its one evaluation
     assert len({row["test_ids"] for row in rows}) == 1  # every run: the same test problems
     # the teacher's correctness on the same problems, in the same order
     teacher = {r["id"]: r["teacher_correct"] for r in read_jsonl(annotations / "test.jsonl")}
@@ -636,3 +637,45 @@ def test_the_teacher_line_names_each_teacher_and_never_averages_them():
     assert teacher_line(rows[:2], "svamp") == "77.5%"
     assert teacher_line(rows, "svamp") == "68.0% (dss-llama3); 77.5% (dss, standard)"
     assert teacher_line(rows, "cqa") is None
+
+
+def test_the_report_shows_validation_after_each_epoch_and_the_kept_epoch(tmp_path):
+    def history(*accuracies):
+        return [
+            {"step": 10 * (i + 1), "epoch": float(i + 1), "valid_accuracy": a}
+            for i, a in enumerate(accuracies)
+        ]
+
+    results = tmp_path / "results.jsonl"
+    for seed, (curve, best) in enumerate(
+        [(history(0.2, 0.4, 0.4), 20), (history(0.3, 0.3, 0.5), 30)]
+    ):
+        append_result(
+            results,
+            {
+                "run_id": f"dss-{seed}",
+                "task": "svamp",
+                "mode": "dss",
+                "train_fraction": 1.0,
+                "seed": seed,
+                "test_accuracy": 0.5,
+                "best_step": best,
+                "valid_history": curve,
+            },
+        )
+    # a row without a history (written before rows carried one) is left out of the table
+    append_result(
+        results,
+        {
+            "run_id": "std-0",
+            "task": "svamp",
+            "mode": "standard",
+            "train_fraction": 1.0,
+            "seed": 0,
+            "test_accuracy": 0.5,
+        },
+    )
+    text = report(results).read_text()
+    assert "| mode | data | 1 | 2 | 3 | kept |" in text
+    assert "| distilling step-by-step | 100% | 25.0 | 35.0 | 45.0 | 2, 3 |" in text
+    assert "| standard fine-tuning (gold) | 100% |" not in text.split("after each epoch")[1]
