@@ -238,6 +238,33 @@ def signed(value: float) -> str:
     return f"{value:+.1f}"
 
 
+def spread_text(d: dict[str, Any]) -> str:
+    """`` ± se`` of a difference over seeds; nothing for one seed."""
+    return f" ± {d['se']:.1f}" if d["n"] > 1 else ""
+
+
+def interval_text(ci: tuple[float, float]) -> str:
+    return f"[{signed(ci[0])}, {signed(ci[1])}]"
+
+
+def mode_order(name: str) -> int:
+    """Where a variant sits in the report's tables: as ``MODE_NAMES`` lists it, others last."""
+    return list(MODE_NAMES).index(name) if name in MODE_NAMES else len(MODE_NAMES)
+
+
+def runs_by_cell(
+    rows: list[dict[str, Any]], task: str, field: str
+) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """(variant, fraction) -> a task's rows that carry ``field`` (an accuracy of 0 counts,
+    an empty history does not), ordered by data size, then as the mode table lists the
+    variants."""
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["task"] == task and row.get(field) not in (None, []):
+            cells[(variant(row), float(row["train_fraction"]))].append(row)
+    return dict(sorted(cells.items(), key=lambda item: (item[0][1], mode_order(item[0][0]))))
+
+
 def p_text(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
@@ -256,9 +283,9 @@ def comparison_lines(
     plotted: list[tuple[str, dict[str, Any]]] = []
     for better, baseline in COMPARISONS:
         for fraction, d in paired_differences(rows, task, better, baseline).items():
-            spread = f" ± {d['se']:.1f}" if d["n"] > 1 else ""
+            spread = spread_text(d)
             if d["ci"] is not None:
-                interval = f"[{signed(d['ci'][0])}, {signed(d['ci'][1])}]"
+                interval = interval_text(d["ci"])
                 test = f"{p_text(d['p'])} ({d['b']} / {d['c']})"
             else:
                 interval = test = "—"
@@ -328,17 +355,8 @@ def teacher_differences(rows: list[dict[str, Any]], task: str) -> dict[tuple[str
     (mean accuracies), the paired bootstrap ``ci`` and McNemar ``p`` with ``b`` (student
     right, teacher wrong) and ``c``. Only where every run of the cell records both its own
     and its teacher's per-problem correctness (``teacher_test_correct``)."""
-    cells: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        if row["task"] == task and row.get("test_accuracy") is not None:
-            cells[(variant(row), float(row["train_fraction"]))].append(row)
     result = {}
-
-    def order(item: tuple[tuple[str, float], Any]) -> tuple[float, int, str]:
-        (name, fraction), _ = item  # by data size, then as the mode table lists them
-        return fraction, list(MODE_NAMES).index(name) if name in MODE_NAMES else 99, name
-
-    for key, runs in sorted(cells.items(), key=order):
+    for key, runs in runs_by_cell(rows, task, "test_accuracy").items():
         if not all(
             r.get("test_correct")
             and len(r.get("teacher_test_correct", "")) == len(r["test_correct"])
@@ -353,7 +371,7 @@ def teacher_differences(rows: list[dict[str, Any]], task: str) -> dict[tuple[str
             "mean": mean,
             "se": se,
             "n": len(runs),
-            "student": mean_se([100 * float(r["test_accuracy"]) for r in runs])[0],
+            "student": statistics.fmean(100 * float(r["test_accuracy"]) for r in runs),
             "teacher": statistics.fmean(
                 100 * r["teacher_test_correct"].count("1") / len(r["teacher_test_correct"])
                 for r in runs
@@ -382,11 +400,10 @@ def teacher_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for (name, fraction), d in differences.items():
-        spread = f" ± {d['se']:.1f}" if d["n"] > 1 else ""
         lines.append(
             f"| {MODE_NAMES.get(name, name)} (n={d['n']}) | {100 * fraction:g}% "
-            f"| {d['student']:.1f} | {d['teacher']:.1f} | {d['mean']:+.1f}{spread} "
-            f"| [{signed(d['ci'][0])}, {signed(d['ci'][1])}] | {p_text(d['p'])} ({d['b']} / {d['c']}) |"
+            f"| {d['student']:.1f} | {d['teacher']:.1f} | {d['mean']:+.1f}{spread_text(d)} "
+            f"| {interval_text(d['ci'])} | {p_text(d['p'])} ({d['b']} / {d['c']}) |"
         )
     return [*lines, ""]
 
@@ -395,10 +412,7 @@ def history_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
     """Markdown: validation accuracy after each epoch, mean over the seeds that recorded
     it (``valid_history``), and the epoch each seed's kept weights come from: whether
     training was still improving when it stopped."""
-    curves: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        if row["task"] == task and row.get("valid_history"):
-            curves[(variant(row), float(row["train_fraction"]))].append(row)
+    curves = runs_by_cell(rows, task, "valid_history")
     if not curves:
         return []
     epochs = sorted(
@@ -416,7 +430,7 @@ def history_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
         "| mode | data | " + " | ".join(f"{e:g}" for e in epochs) + " | kept |",
         "|---|---|" + "---:|" * len(epochs) + "---|",
     ]
-    for (name, fraction), runs in sorted(curves.items(), key=lambda item: (item[0][1], item[0][0])):
+    for (name, fraction), runs in curves.items():
         by_epoch: dict[float, list[float]] = defaultdict(list)
         kept = []
         for r in runs:
@@ -488,7 +502,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         fractions = sorted({fraction for _, fraction in cells})
         variants = sorted(
             {name for name, _ in cells},
-            key=lambda v: list(MODE_NAMES).index(v) if v in MODE_NAMES else 99,
+            key=mode_order,
         )
         lines += [f"## {task}", ""]
         teacher = teacher_line(rows, task)

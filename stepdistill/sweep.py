@@ -196,15 +196,15 @@ def teacher_test_accuracy(config: TrainConfig, task: Task) -> float | None:
     return teacher_accuracy(ensure_annotations(config, task))
 
 
-def teacher_correctness(config: TrainConfig, task: Task, predictions: Path) -> dict[str, str]:
+def teacher_correctness(
+    config: TrainConfig, task: Task, predictions: list[dict[str, Any]]
+) -> dict[str, str]:
     """The teacher's per-problem correctness on the run's test problems (``teacher_record``),
     from the rationale dataset's test rows, so the report can pair student and teacher."""
-    if not predictions.is_file():
-        return {}
     teacher_rows = ensure_annotations(config, task) / "test.jsonl"
     if not teacher_rows.is_file():
         return {}
-    return teacher_record(read_jsonl(predictions), read_jsonl(teacher_rows))
+    return teacher_record(predictions, read_jsonl(teacher_rows))
 
 
 def sweep(
@@ -261,7 +261,8 @@ def sweep(
             metrics = train(config, task=task)
         # each test problem's correctness, for the report's problem-by-problem statistics
         run_dir = folder if left == "finished" and folder else Path(metrics["run_dir"])
-        predictions = run_dir / "predictions" / "test.jsonl"
+        predictions_file = run_dir / "predictions" / "test.jsonl"
+        predictions = read_jsonl(predictions_file) if predictions_file.is_file() else None
         row = {
             "run_id": config.run_name,
             **({"recipe": config.recipe} if config.recipe else {}),
@@ -282,8 +283,8 @@ def sweep(
             "bf16": metrics.get("bf16"),
             # validation after each evaluation: whether a longer budget would have helped
             "valid_history": metrics.get("valid_history"),
-            **(correctness_record(read_jsonl(predictions)) if predictions.is_file() else {}),
-            **teacher_correctness(config, task, predictions),
+            **(correctness_record(predictions) if predictions is not None else {}),
+            **(teacher_correctness(config, task, predictions) if predictions is not None else {}),
         }
         if config.run_name in recorded_runs(results_path):
             # two sweeps trained this run at once: the first to finish keeps its row

@@ -27,7 +27,9 @@ def without_training(monkeypatch, fake_train):
     monkeypatch.setattr("stepdistill.sweep.train", fake_train)
     monkeypatch.setattr("stepdistill.sweep.teacher_test_accuracy", lambda config, task: 0.775)
     monkeypatch.setattr("stepdistill.sweep.ensure_annotations", lambda config, task: None)
-    monkeypatch.setattr("stepdistill.sweep.teacher_correctness", lambda config, task, path: {})
+    monkeypatch.setattr(
+        "stepdistill.sweep.teacher_correctness", lambda config, task, predictions: {}
+    )
 
 
 def test_grid_expands_to_every_combination_with_stable_ids(tmp_path):

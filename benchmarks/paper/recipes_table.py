@@ -20,7 +20,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from stepdistill.report import MODE_NAMES, aggregate, p_text, paired_differences, signed
+from stepdistill.report import (
+    aggregate,
+    interval_text,
+    mode_order,
+    p_text,
+    paired_differences,
+    signed,
+    spread_text,
+)
 from stepdistill.results import first_of_each_run, read_results
 
 
@@ -48,9 +56,9 @@ def difference_text(d: dict[str, Any] | None, baseline: bool) -> str:
         return "—"
     if d is None:
         return "no seed paired"
-    text = signed(d["mean"]) + (f" ± {d['se']:.1f}" if d["n"] > 1 else "")
+    text = signed(d["mean"]) + spread_text(d)
     if d["ci"] is not None:
-        text += f" [{signed(d['ci'][0])}, {signed(d['ci'][1])}], p = {p_text(d['p'])}"
+        text += f" {interval_text(d['ci'])}, p = {p_text(d['p'])}"
     return text
 
 
@@ -75,8 +83,8 @@ def recipe_cells(
 def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> str:
     columns = list(dict.fromkeys(column for column, _, _ in sources))
     found: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any] | None]]] = {}
-    groups: dict[str, int] = {}
-    order: dict[str, tuple[int, bool, int]] = {}
+    groups: dict[str, int] = {}  # a row group (a suffix, a fraction) -> its place
+    order: dict[str, tuple[int, bool, int]] = {}  # a row -> (group, not baseline, mode)
     for column, suffix, path in sources:
         if not path.is_file():
             raise SystemExit(f"{path}: no such results file")
@@ -89,8 +97,9 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
         for (recipe, fraction), value in cells.items():
             group = suffix + (f", {100 * fraction:g}% of train" if len(fractions) > 1 else "")
             groups.setdefault(group, len(groups))
-            known = list(MODE_NAMES).index(recipe) if recipe in MODE_NAMES else len(MODE_NAMES)
-            order.setdefault(recipe + group, (groups[group], recipe != baseline, known))
+            order.setdefault(
+                recipe + group, (groups[group], recipe != baseline, mode_order(recipe))
+            )
             found.setdefault(recipe + group, {})[column] = value
     # rows in groups (a suffix, a fraction) in the order the files list them, the
     # baseline first in each, then the recipes in the report's order (others last)
@@ -106,7 +115,8 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
                 cells += ["", ""]
                 continue
             cell, difference = found[name][column]
-            cells += [accuracy_text(cell), difference_text(difference, not order[name][1])]
+            is_baseline = not order[name][1]
+            cells += [accuracy_text(cell), difference_text(difference, is_baseline)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -49,6 +49,11 @@ def training_tokens(config) -> tuple[int, int]:
     return len(items), sum(row_length(row, False) for rows in encoded for row in rows)
 
 
+def point_of(config) -> str:
+    """A run's grid point: its name without its seed."""
+    return config.run_name.removesuffix(f"-s{config.seed}")
+
+
 def main() -> None:
     from pathlib import Path
 
@@ -70,10 +75,6 @@ def main() -> None:
     for path in args.sweeps:
         spec = load_sweep(path)
         configs = expand(spec)
-
-        def point_of(config):  # a grid point: a run's name without its seed
-            return config.run_name.removesuffix(f"-s{config.seed}")
-
         seeds = Counter(point_of(config) for config in configs)  # a point's seeds
         done = recorded_runs(Path(spec["output_dir"]) / "results.jsonl")
         hours: dict[str, float] = {}  # per grid point; its seeds differ in order, not size
