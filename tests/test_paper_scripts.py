@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO
 from tiny_run import write_sweep
 
 from stepdistill.config import make_config
+from stepdistill.sweep import RESULT_FIELDS, expand, load_sweep
 
 
 @pytest.fixture
@@ -209,3 +211,28 @@ def test_recipes_table_pairs_each_recipe_with_standard_per_task(scripts, tmp_pat
     assert cells["dss"][2:] == ["", ""]
     with pytest.raises(SystemExit, match="expected COLUMN=RESULTS"):
         parse_source("no-equals-sign")
+
+
+def test_committed_sweeps_expand_and_own_every_committed_row(monkeypatch):
+    """Each sweep file under benchmarks/paper/ expands to unique runs, and every row of a
+    committed results file is a run of the sweeps writing there, with the task, mode,
+    fraction, student and seed the row records: an edit to a sweep that renamed its
+    finished runs would retrain them (hours) on the next resume, one that changed them
+    under their names would mix two experiments in one table."""
+    monkeypatch.chdir(REPO)
+    runs: dict[str, dict[str, Any]] = {}
+    sweep_files = sorted(Path("benchmarks/paper").glob("*.yaml"))
+    assert sweep_files
+    for path in sweep_files:
+        spec = load_sweep(path)
+        runs.setdefault(spec["output_dir"], {}).update({c.run_name: c for c in expand(spec)})
+    fields = [f for f in RESULT_FIELDS if f != "label_source"]  # the row's: the labels it read
+    for folder, configs in runs.items():
+        results = Path(folder) / "results.jsonl"
+        if not results.is_file():
+            continue
+        for row in map(json.loads, results.open(encoding="utf-8")):
+            assert row["run_id"] in configs, f"{results}: {row['run_id']} is a run of no sweep"
+            config = configs[row["run_id"]]
+            recorded = {f: row[f] for f in fields if f in row}  # older rows lack some
+            assert recorded == {f: getattr(config, f) for f in recorded}, row["run_id"]
