@@ -9,7 +9,11 @@ Rewrite a pinned figure (by deleting it and writing again) only for a change tha
 meant to alter training, and say so in the commit.
 
 fp32 on one thread: the figures do not depend on the machine's bf16 support or on how
-many cores split a reduction.
+many cores split a reduction. The CPU's vector kernels still do: an AVX2-only CPU sums in
+another order than the AVX-512 one the figures were pinned on, and its losses differ by
+one unit of their fifth decimal (seen on 6 of 13 cases). Losses are therefore compared to
+within ``LOSS_TOLERANCE`` (two such units; a change to training moves them far more);
+validation, test accuracy and predictions exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import pytest
 
 PINNED = Path(__file__).with_name("pinned.json")
+LOSS_TOLERANCE = 2e-5
 
 TASK_YAML = """\
 name: tiny-math
@@ -158,7 +163,9 @@ def test_every_mode_trains_exactly_as_pinned(name, pinned_students, tmp_path):
     finally:
         torch.set_num_threads(threads)
     expected = json.loads(PINNED.read_text())[name]
-    assert got["losses"] == expected["losses"]
+    assert len(got["losses"]) == len(expected["losses"])
+    for step, (losses, pinned) in enumerate(zip(got["losses"], expected["losses"], strict=True)):
+        assert losses == pytest.approx(pinned, rel=0, abs=LOSS_TOLERANCE), f"step {step}"
     assert got["valid_history"] == expected["valid_history"]
     assert got["test_accuracy"] == expected["test_accuracy"]
     assert got["predictions"] == expected["predictions"]
