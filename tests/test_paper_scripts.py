@@ -208,7 +208,7 @@ def test_recipes_table_pairs_each_recipe_with_standard_per_task(scripts, tmp_pat
     assert cells["dss"][0] == "75.0 ± 14.4 (3 seeds)"
     assert cells["dss"][1].startswith("+25.0 ± 0.0 [") and "p = 0.5" in cells["dss"][1]
     assert cells["dss-llama3"][1].startswith("-50.0 [")
-    assert cells["dss"][2:] == ["", ""]
+    assert cells["dss"][2:] == ["not run", ""]
     with pytest.raises(SystemExit, match="expected COLUMN=RESULTS"):
         parse_source("no-equals-sign")
 

@@ -112,7 +112,7 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
         cells = [name]
         for column in columns:
             if column not in found[name]:
-                cells += ["", ""]
+                cells += ["not run", ""]  # this recipe has no row in that file
                 continue
             cell, difference = found[name][column]
             is_baseline = not order[name][1]
