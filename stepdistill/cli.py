@@ -281,7 +281,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
 
-    rows = sweep(args.sweep_file, dry_run=args.dry_run, report_to=args.report, device=args.device)
+    rows = sweep(
+        args.sweep_file,
+        dry_run=args.dry_run,
+        report_to=args.report,
+        device=args.device,
+        only=args.only or (),
+    )
     print(f"{len(rows)} result rows")
     return 0
 
@@ -494,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("sweep_file")
     p.add_argument("--dry-run", action="store_true", help="list the runs to do; train nothing")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="train only the runs whose id matches this shell-style pattern, e.g. '*-s0' or"
+        " '*-dss-f0.25-*' (repeatable; --dry-run lists the ids)",
+    )
     add_device_flag(p)
     p.add_argument(
         "--report",

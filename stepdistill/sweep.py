@@ -21,6 +21,8 @@ import itertools
 import json
 import shutil
 import time
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +214,13 @@ def sweep(
     dry_run: bool = False,
     report_to: str | Path | None = None,
     device: str | None = None,
+    only: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run every grid point not yet in ``<output_dir>/results.jsonl``; returns all rows.
+
+    ``only``: shell-style patterns of run ids (``*-f0.25-*``); when given, only the runs
+    matching one of them are trained (to split a sweep across machines or sessions, or
+    to run one run of it), in the sweep's order.
 
     A run killed mid-training continues from its checkpoint; a run whose training
     finished but whose row was not written yet is recorded from its metrics. With
@@ -227,8 +234,20 @@ def sweep(
     cut_torn_tail(results_path)
     done = recorded_runs(results_path)
     todo = [c for c in configs if c.run_name not in done]
+    chosen = ""
+    if only:
+        unmatched = [p for p in only if not any(fnmatchcase(c.run_name, p) for c in configs)]
+        if unmatched:
+            raise ConfigError(
+                f"{path}: no run of the sweep matches {', '.join(map(repr, unmatched))}"
+                f" (its runs: {', '.join(c.run_name for c in configs)})"
+            )
+        left = len(todo)
+        todo = [c for c in todo if any(fnmatchcase(c.run_name, p) for p in only)]
+        chosen = f" ({len(todo)} of the {left} chosen by --only)"
     print(
-        f"sweep {spec.get('name', path)}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run"
+        f"sweep {spec.get('name', path)}: {len(configs)} runs,"
+        f" {sum(c.run_name in done for c in configs)} done, {len(todo)} to run{chosen}"
     )
     tasks: dict[str, Task] = {}  # each task loaded once, and handed to train
     for index, config in enumerate(todo, start=1):

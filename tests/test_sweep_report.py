@@ -78,6 +78,25 @@ def test_sweep_skips_runs_already_in_the_results_file(tmp_path, monkeypatch):
     assert trained == []
 
 
+def test_only_trains_the_runs_matching_its_patterns_in_the_sweeps_order(
+    tmp_path, monkeypatch, capsys
+):
+    path = write_sweep(tmp_path, {"mode": ["standard", "dss"], "seed": [0, 1]})
+    trained = []
+    without_training(
+        monkeypatch, lambda config, **_: trained.append(config.run_name) or dict(FAKE_METRICS)
+    )
+    sweep(path, only=["*-dss-*-s1", "*standard*s0"])
+    assert trained == ["svamp-standard-f1-smollm2-135m-s0", "svamp-dss-f1-smollm2-135m-s1"]
+    assert "4 runs, 0 done, 2 to run (2 of the 4 chosen by --only)" in capsys.readouterr().out
+    trained.clear()
+    rows = sweep(path, only=["*-s1"])  # the recorded dss s1 is skipped as ever
+    assert trained == ["svamp-standard-f1-smollm2-135m-s1"] and len(rows) == 3
+    # a pattern that matches no run of the sweep is a typo, not an empty selection
+    with pytest.raises(ConfigError, match=r"no run of the sweep matches '\*-s2'"):
+        sweep(path, only=["*-s1", "*-s2"])
+
+
 def test_a_row_records_the_labels_its_run_trained_on(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, {"mode": ["standard", "distill", "dss"]}, {"label_source": "gold"})
     without_training(monkeypatch, lambda config, **_: dict(FAKE_METRICS))
