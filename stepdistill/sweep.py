@@ -242,9 +242,9 @@ def sweep(
                 f"{path}: no run of the sweep matches {', '.join(map(repr, unmatched))}"
                 f" (its runs: {', '.join(c.run_name for c in configs)})"
             )
-        left = len(todo)
+        unrecorded = len(todo)
         todo = [c for c in todo if any(fnmatchcase(c.run_name, p) for p in only)]
-        chosen = f" ({len(todo)} of the {left} chosen by --only)"
+        chosen = f" ({len(todo)} of the {unrecorded} chosen by --only)"
     print(
         f"sweep {spec.get('name', path)}: {len(configs)} runs,"
         f" {sum(c.run_name in done for c in configs)} done, {len(todo)} to run{chosen}"
