@@ -189,6 +189,18 @@ def test_report_lists_each_runs_training_examples(tmp_path):
     assert "| capped | 2000 |  | 30.0 |  / 375 |" in text  # 100% of a split capped at 2,000
 
 
+def test_report_says_nothing_of_the_less_data_claim_where_dss_has_not_run(tmp_path):
+    """A curve of standard fine-tuning alone (e-SNLI's first runs) is no evidence that DSS
+    reaches its full-data mean "at none of the fractions run": the sentence is left out."""
+    results = tmp_path / "results.jsonl"
+    synthetic_results(results)
+    kept = [line for line in results.read_text().splitlines() if '"mode": "standard"' in line]
+    results.write_text("\n".join(kept) + "\n")
+    text = report(results).read_text()
+    assert "| standard fine-tuning (gold) | 42.2 ± 0.6 (n=3)" in text  # the curve is reported
+    assert "Distilling step-by-step matches or beats" not in text
+
+
 def test_mean_and_standard_error():
     assert mean_se([50.0]) == (50.0, 0.0)
     mean, se = mean_se([50.0, 60.0, 70.0])
