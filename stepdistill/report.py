@@ -539,10 +539,19 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
             f"| {percent(row.get('valid_accuracy'))} | {percent(row.get('test_accuracy'))} "
             f"| {row.get('best_step', '')} / {row.get('steps', '')} | {minutes} | {PRECISION.get(row.get('bf16'), '')} |"
         )
-    lines.append("")
+    lines += ["", wall_time_line(rows), ""]
     path = output / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def wall_time_line(rows: list[dict[str, Any]]) -> str:
+    """The cost of the runs: their wall time summed, in hours, and how many lack one."""
+    timed = [float(row["wall_seconds"]) for row in rows if row.get("wall_seconds") is not None]
+    line = f"Wall time of the {len(timed)} timed runs, training and testing: {sum(timed) / 3600:.2f} hours."
+    if len(timed) < len(rows):
+        line += f" {len(rows) - len(timed)} of {len(rows)} runs record no wall time."
+    return line
 
 
 def plot_task(

@@ -189,6 +189,18 @@ def test_report_lists_each_runs_training_examples(tmp_path):
     assert "| capped | 2000 |  | 30.0 |  / 375 |" in text  # 100% of a split capped at 2,000
 
 
+def test_report_sums_the_wall_time_of_its_runs(tmp_path):
+    """A sweep's cost in hours, from the rows; rows without a wall time are counted apart."""
+    results = tmp_path / "results.jsonl"
+    row = {"task": "svamp", "mode": "dss", "train_fraction": 1.0, "test_accuracy": 0.3}
+    append_result(results, {**row, "run_id": "a", "seed": 0, "wall_seconds": 1800.0})
+    append_result(results, {**row, "run_id": "b", "seed": 1, "wall_seconds": 5400.0})
+    append_result(results, {**row, "run_id": "c", "seed": 2})
+    text = report(results).read_text()
+    assert "Wall time of the 2 timed runs, training and testing: 2.00 hours." in text
+    assert "1 of 3 runs record no wall time." in text
+
+
 def test_report_says_nothing_of_the_less_data_claim_where_dss_has_not_run(tmp_path):
     """A curve of standard fine-tuning alone (e-SNLI's first runs) is no evidence that DSS
     reaches its full-data mean "at none of the fractions run": the sentence is left out."""
