@@ -10,26 +10,31 @@ export HF_HUB_OFFLINE=1
 bin=.venv/bin
 # Issue 25's recipes read a second teacher's rationales too (Llama-3, replayed).
 "$bin/stepdistill" annotate --task svamp-llama3 > /dev/null
+# sweep NAME [--only PATTERN ...]: benchmarks/paper/NAME.yaml, its report rewritten after
+# every run.
+sweep() {
+    local name=$1 report
+    shift
+    case $name in
+    svamp-recipes | svamp-quarter | svamp-longer | cqa-recipes)
+        report=benchmarks/paper/$name/report ;;
+    *) report=benchmarks/paper/${name%%-*}/report ;; # svamp-…: …/svamp, cqa-…: …/cqa, …
+    esac
+    "$bin/stepdistill" sweep "benchmarks/paper/$name.yaml" --report "$report" "$@"
+}
 # Issue 30's and 25's remaining runs, most informative first: the seeds that pair
 # e-SNLI's DSS and standard fine-tuning at 1/4 of the pool and ANLI-R1's modes, then
 # SVAMP's 10-epoch runs, then e-SNLI's single-seed sizes and the human explanations'
 # seeds 1-2 (the loop below runs whatever is left of every sweep).
-esnli() { "$bin/stepdistill" sweep benchmarks/paper/esnli-curve.yaml --report benchmarks/paper/esnli/report "$@"; }
-anli() { "$bin/stepdistill" sweep benchmarks/paper/anli1-ablation.yaml --report benchmarks/paper/anli1/report "$@"; }
 for seed in 1 2; do
-    esnli --only "esnli-standard-f0.25-*-s$seed" --only "esnli-dss-f0.25-*-s$seed"
-    anli --only "*-s$seed"
+    sweep esnli-curve --only "esnli-standard-f0.25-*-s$seed" --only "esnli-dss-f0.25-*-s$seed"
+    sweep anli1-ablation --only "*-s$seed"
 done
-"$bin/stepdistill" sweep benchmarks/paper/svamp-longer.yaml --report benchmarks/paper/svamp-longer/report
-esnli --only '*-f0.5-*' --only 'esnli-dss-f1-*'
+sweep svamp-longer
+sweep esnli-curve --only '*-f0.5-*' --only 'esnli-dss-f1-*'
 # Issue 7's sweeps (done), then issue 25's recipes and its quarter-data, longer-budget
 # and CQA comparisons, then issue 30's e-SNLI and ANLI-R1.
-for sweep in svamp-ablation svamp-curve svamp-unlabeled cqa-ablation cqa-unlabeled \
+for name in svamp-ablation svamp-curve svamp-unlabeled cqa-ablation cqa-unlabeled \
     svamp-recipes svamp-quarter svamp-longer cqa-recipes anli1-ablation esnli-curve; do
-    case $sweep in
-    svamp-recipes | svamp-quarter | svamp-longer | cqa-recipes)
-        report=benchmarks/paper/$sweep/report ;;
-    *) report=benchmarks/paper/${sweep%%-*}/report ;; # svamp-…: …/svamp, cqa-…: …/cqa, …
-    esac
-    "$bin/stepdistill" sweep "benchmarks/paper/$sweep.yaml" --report "$report"
+    sweep "$name"
 done
