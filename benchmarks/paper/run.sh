@@ -22,14 +22,18 @@ sweep() {
     esac
     "$bin/stepdistill" sweep "benchmarks/paper/$name.yaml" --report "$report" "$@"
 }
-# Issue 30's and 25's remaining runs, most informative first: the seeds that pair
-# e-SNLI's DSS and standard fine-tuning at 1/4 of the pool and ANLI-R1's modes, then
-# SVAMP's 10-epoch runs, then e-SNLI's single-seed sizes and the human explanations'
-# seeds 1-2 (the loop below runs whatever is left of every sweep).
+# Issue 30's and 25's remaining runs, most informative first: seeds 1-2 of the three
+# ANLI-R1 modes that issue 30 asks three seeds of (standard, DSS, single-task), then the
+# third seed that pairs e-SNLI's DSS and standard fine-tuning at 1/4 of the pool, a
+# second seed of ANLI-R1's DSS on human reasons, SVAMP's 10-epoch runs, e-SNLI's
+# single-seed sizes, and last the human explanations' and reasons' remaining seeds (the
+# loop below runs whatever is left of every sweep).
 for seed in 1 2; do
-    sweep esnli-curve --only "esnli-standard-f0.25-*-s$seed" --only "esnli-dss-f0.25-*-s$seed"
-    sweep anli1-ablation --only "*-s$seed"
+    sweep anli1-ablation --only "anli1-standard-*-s$seed" --only "anli1-dss-f1-*-s$seed" \
+        --only "anli1-single-*-s$seed"
 done
+sweep esnli-curve --only 'esnli-standard-f0.25-*-s2' --only 'esnli-dss-f0.25-*-s2'
+sweep anli1-ablation --only 'anli1-dss-human-*-s1'
 sweep svamp-longer
 sweep esnli-curve --only '*-f0.5-*' --only 'esnli-dss-f1-*'
 # Issue 7's sweeps (done), then issue 25's recipes and its quarter-data, longer-budget
