@@ -9,9 +9,13 @@
 Both start from the same weights and see the same examples in the same order, so their
 losses at each step are compared too. Each variant runs in a fresh child process (so its
 peak RSS is its own), alternating a, b, a, b. The bf16 matmul peak is measured in the
-same run. Usage:
+same run (fp32's for the fp32 variants). Usage:
 
     python benchmarks/train_throughput.py --steps 6 --repeats 2
+
+On a CPU without native bf16 (``python benchmarks/precision.py``), compare the precisions:
+
+    python benchmarks/train_throughput.py --variants stepdistill,fp32,fp32-compiled
 """
 
 from __future__ import annotations
@@ -152,8 +156,11 @@ def run_stepdistill(
 ) -> None:
     """Variants: ``today`` is the trainer before issue 28 (AdamW's for-each step, no
     compilation); ``fused`` adds the fused AdamW step; ``stepdistill`` is the trainer as
-    it now runs by default (``train.compile_student`` when the config's ``compile`` is on);
-    ``compiled`` compiles the whole transformer body, ``regional`` each decoder layer."""
+    it now runs by default on a CPU with native bf16 (``train.compile_student`` when the
+    config's ``compile`` is on); ``compiled`` compiles the whole transformer body,
+    ``regional`` each decoder layer. ``fp32`` is the trainer as it runs by default on a CPU
+    without native bf16 (fp32 throughout, compiled only where ``compile_pays`` says so),
+    ``fp32-compiled`` the same with each decoder layer compiled."""
     import torch
 
     from stepdistill.config import TrainConfig
@@ -167,11 +174,14 @@ def run_stepdistill(
     model, _ = load_student(student)
     model.train()
     config = TrainConfig()
-    weights = MasterWeights(model, enabled=True)
-    if variant == "stepdistill" and compile_pays(config.compile, model, "cpu", True, False):
-        compile_student(model)  # as train() decides it for this student on a bf16 CPU
-    elif variant in ("compiled", "regional"):
-        compile_student(model, regional=variant == "regional")
+    bf16 = not variant.startswith("fp32")
+    weights = MasterWeights(model, enabled=bf16)
+    if variant in ("stepdistill", "fp32") and compile_pays(
+        config.compile, model, "cpu", bf16, False
+    ):
+        compile_student(model)  # as train() decides it for this student and precision
+    elif variant in ("compiled", "regional", "fp32-compiled"):
+        compile_student(model, regional=variant != "compiled")
     optimizer = torch.optim.AdamW(
         weights.master, lr=1e-4, weight_decay=0.0, **({} if variant == "today" else {"fused": True})
     )
@@ -228,7 +238,8 @@ def main() -> None:
         "--variants",
         default="today,stepdistill",
         help="comma-separated, run in this order each repeat: reference, today, fused, "
-        "compiled, regional, stepdistill (the first is the baseline of the ratios)",
+        "compiled, regional, stepdistill, fp32, fp32-compiled (the first is the baseline of "
+        "the ratios)",
     )
     args = parser.parse_args()
     variants = args.variants.split(",")
@@ -236,7 +247,8 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for repeat in range(args.repeats):
         for name in variants:
-            peak = matmul_peak("bfloat16")  # beside each variant: the machine's speed drifts
+            # The matmul peak of the variant's precision, beside it: the machine's speed drifts.
+            peak = matmul_peak("float32" if name.startswith("fp32") else "bfloat16")
             queue = context.Queue()
             if name == "reference":
                 target, extra = run_reference, ()
@@ -256,7 +268,7 @@ def main() -> None:
             print(
                 f"repeat {repeat + 1} {name:<12} {result['tokens_per_second']:7.1f} tokens/s "
                 f"{result['examples_per_second']:5.2f} examples/s  warm-up {result['warmup_seconds']:5.1f} s  "
-                f"peak RSS {result['peak_rss_mb']:.0f} MB  bf16 peak beside it {peak:.0f} GFLOP/s "
+                f"peak RSS {result['peak_rss_mb']:.0f} MB  matmul peak beside it {peak:.0f} GFLOP/s "
                 f"({100 * result['fraction_of_peak']:.0f}%)",
                 flush=True,
             )
@@ -279,7 +291,7 @@ def main() -> None:
         }
         print(
             f"{name:<12} {speed:7.1f} tokens/s  {speed / base:4.2f}x {variants[0]}  "
-            f"{100 * fraction:3.0f}% of the bf16 matmul peak (6·N·tokens)  "
+            f"{100 * fraction:3.0f}% of its precision's matmul peak (6·N·tokens)  "
             f"warm-up {statistics.median(r['warmup_seconds'] for r in rows):5.1f} s  "
             f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB"
         )

@@ -7,9 +7,12 @@ A device the machine does not have is a one-line error naming what it has.
 
 Precision: bf16 where the device computes it natively, fp32 elsewhere. bf16 is ~4x
 faster than fp32 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on recent GPUs,
-but a CPU without them (e.g. an AVX2-only EPYC) emulates it: there a bf16 matmul ran over
-100x *slower* than fp32 (``python benchmarks/precision.py``). ``bf16: null`` (the default)
-therefore means "bf16 if supported"; true or false force it. How training uses it:
+but a CPU without them emulates it: on an AVX2-only EPYC a bf16 matmul ran over 100x
+*slower* than fp32, and on an AVX512 Xeon without AVX512-BF16 (where oneDNN still reports
+bf16 as supported) 3.7x slower (``python benchmarks/precision.py``). So on x86 Linux the
+CPU's own flags decide (``avx512_bf16`` or ``amx_bf16``), elsewhere oneDNN's test.
+``bf16: null`` (the default) therefore means "bf16 if supported"; true or false force it.
+How training uses it:
 
 - CPU: bf16 parameters for compute, fp32 master weights for the optimizer
   (``master_weights.py``): bf16 autocast over fp32 weights would re-cast every weight in
@@ -51,10 +54,30 @@ def bf16_supported(device: str = "cpu") -> bool:
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device == "mps":
         return True
-    try:  # oneDNN's own test: AVX512-BF16 / AMX (or AVX512 cores it runs bf16 on well)
+    flags = x86_cpu_flags()
+    if flags is not None:  # oneDNN says yes on any AVX512 core, where bf16 is 3.7x slower
+        return bool(flags & NATIVE_BF16_FLAGS)
+    try:  # elsewhere (e.g. ARM with BF16), oneDNN's own test
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def x86_cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The first x86 core's feature flags from ``cpuinfo``; None where there are none to read
+    (not Linux, or not x86: ARM lists ``Features``, not ``flags``)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                key, colon, value = line.partition(":")
+                if colon and key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return None
 
 
 def use_bf16(setting: bool | None, device: str = "cpu") -> bool:
