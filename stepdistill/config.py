@@ -123,7 +123,8 @@ class TrainConfig:
     bf16: bool | None = None
     """Compute in bf16 with fp32 master weights (the saved model is fp32). Default (null):
     bf16 where the hardware has native bf16 (AVX512-BF16/AMX CPUs, recent GPUs; ~4x
-    faster there), fp32 elsewhere (emulated bf16 is far slower). true/false force it."""
+    faster there), fp32 elsewhere (emulated bf16 is far slower: 2.5x on an AVX512 CPU
+    without AVX512-BF16). true/false force it."""
     compile: bool | None = None
     """Compile the student's forward and backward passes with torch.compile (TorchInductor)
     for training. Default (null): on where it was measured to pay, a decoder-only student
