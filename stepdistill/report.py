@@ -548,7 +548,8 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
 def wall_time_line(rows: list[dict[str, Any]]) -> str:
     """The cost of the runs: their wall time summed, in hours, and how many lack one."""
     timed = [float(row["wall_seconds"]) for row in rows if row.get("wall_seconds") is not None]
-    line = f"Wall time of the {len(timed)} timed runs, training and testing: {sum(timed) / 3600:.2f} hours."
+    runs = "the 1 timed run" if len(timed) == 1 else f"the {len(timed)} timed runs"
+    line = f"Wall time of {runs}, training and testing: {sum(timed) / 3600:.2f} hours."
     if len(timed) < len(rows):
         line += f" {len(rows) - len(timed)} of {len(rows)} runs record no wall time."
     return line

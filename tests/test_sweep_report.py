@@ -199,6 +199,11 @@ def test_report_sums_the_wall_time_of_its_runs(tmp_path):
     text = report(results).read_text()
     assert "Wall time of the 2 timed runs, training and testing: 2.00 hours." in text
     assert "1 of 3 runs record no wall time." in text
+    one = tmp_path / "one.jsonl"
+    append_result(one, {**row, "run_id": "a", "seed": 0, "wall_seconds": 1800.0})
+    assert "Wall time of the 1 timed run, training and testing: 0.50 hours." in (
+        report(one, tmp_path / "one-report").read_text()
+    )
 
 
 def test_report_says_nothing_of_the_less_data_claim_where_dss_has_not_run(tmp_path):
