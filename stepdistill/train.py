@@ -309,7 +309,7 @@ def train(
     stopped_early = False
     bar = tqdm(
         range(state["step"], total_steps),
-        desc=f"train {task.name}/{config.mode}",
+        desc=f"train {task.name}/{config.mode} ({precision})",  # why a run is fast or slow
         disable=quiet,
         initial=state["step"],
         total=total_steps,
