@@ -9,7 +9,8 @@ Precision: bf16 where the device computes it natively, fp32 elsewhere. bf16 is ~
 faster than fp32 on CPUs with bf16 instructions (AVX512-BF16, AMX) and on recent GPUs,
 but a CPU without them emulates it: on an AVX2-only EPYC a bf16 matmul ran over 100x
 *slower* than fp32, and on an AVX512 Xeon without AVX512-BF16 (where oneDNN still reports
-bf16 as supported) 3.7x slower (``python benchmarks/precision.py``). So on x86 Linux the
+bf16 as supported) 3.7-6x slower, and training 2.5x slower (``python
+benchmarks/precision.py``, ``benchmarks/RESULTS.md``). So on x86 Linux the
 CPU's own flags decide (``avx512_bf16`` or ``amx_bf16``), elsewhere oneDNN's test.
 ``bf16: null`` (the default) therefore means "bf16 if supported"; true or false force it.
 How training uses it:
@@ -55,7 +56,7 @@ def bf16_supported(device: str = "cpu") -> bool:
     if device == "mps":
         return True
     flags = x86_cpu_flags()
-    if flags is not None:  # oneDNN says yes on any AVX512 core, where bf16 is 3.7x slower
+    if flags is not None:  # oneDNN says yes on any AVX512 core, where bf16 trained 2.5x slower
         return bool(flags & NATIVE_BF16_FLAGS)
     try:  # elsewhere (e.g. ARM with BF16), oneDNN's own test
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
