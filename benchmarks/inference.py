@@ -56,20 +56,22 @@ def machine() -> dict[str, Any]:
     import torch
     import transformers
 
-    model, flags = platform.processor() or "unknown", set()
+    from stepdistill.device import NATIVE_BF16_FLAGS, x86_cpu_flags
+
+    model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+                break
     except OSError:  # not Linux: platform.processor() is what there is
         pass
+    flags = x86_cpu_flags() or frozenset()
     return {
         "cpu": model,
         "cores": os.cpu_count(),
-        "bf16_isa": sorted(f for f in flags if f in {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "bf16_isa": sorted(flags & (NATIVE_BF16_FLAGS | {"amx_tile"})),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),

@@ -2,7 +2,7 @@
 (``bf16: null``) picks here. On CPUs with native bf16 (AVX512-BF16 / AMX) bf16 is several
 times faster than fp32; without it torch emulates bf16 and is far slower (an AVX2-only
 EPYC: over 100x; an AVX512 Xeon without AVX512-BF16, which oneDNN still calls supported:
-3.7x). Usage:
+3.7-6x). Usage:
 
     python benchmarks/precision.py
 """
@@ -29,7 +29,7 @@ def gflops(dtype_name: str, size: int, seconds: float = 2.0) -> float:
 def main() -> None:
     import torch
 
-    from stepdistill.device import NATIVE_BF16_FLAGS, bf16_supported, x86_cpu_flags
+    from stepdistill.device import NATIVE_BF16_FLAGS, bf16_supported, onednn_bf16, x86_cpu_flags
 
     size = 1024
     fp32, bf16 = gflops("float32", size), gflops("bfloat16", size)
@@ -38,7 +38,7 @@ def main() -> None:
             {
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "cpu_bf16_flags": sorted((x86_cpu_flags() or frozenset()) & NATIVE_BF16_FLAGS),
-                "onednn_says_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                "onednn_says_bf16": onednn_bf16(),
                 "threads": torch.get_num_threads(),
                 "matmul_size": size,
                 "fp32_gflops": round(fp32, 1),

@@ -58,7 +58,14 @@ def bf16_supported(device: str = "cpu") -> bool:
     flags = x86_cpu_flags()
     if flags is not None:  # oneDNN says yes on any AVX512 core, where bf16 trained 2.5x slower
         return bool(flags & NATIVE_BF16_FLAGS)
-    try:  # elsewhere (e.g. ARM with BF16), oneDNN's own test
+    return onednn_bf16()  # elsewhere (e.g. ARM with BF16), oneDNN's own test
+
+
+def onednn_bf16() -> bool:
+    """oneDNN's answer to "does this CPU have bf16" (yes on any AVX512 core)."""
+    import torch
+
+    try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False

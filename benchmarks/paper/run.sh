@@ -24,8 +24,8 @@ sweep() {
 }
 # Issue 30's and 25's runs, most informative first (those not yet in a results file were
 # left out for cost on 2-core CPUs; benchmarks/paper/README.md says which): seeds 1-2 of
-# the three ANLI-R1 modes that issue 30 asks three seeds of (standard, DSS, single-task), then the
-# third seed that pairs e-SNLI's DSS and standard fine-tuning at 1/4 of the pool, a
+# the three ANLI-R1 modes that issue 30 asks three seeds of (standard, DSS, single-task),
+# then the third seed that pairs e-SNLI's DSS and standard fine-tuning at 1/4 of the pool, a
 # second seed of ANLI-R1's DSS on human reasons, SVAMP's 10-epoch runs, e-SNLI's
 # single-seed sizes, and last the human explanations' and reasons' remaining seeds (the
 # loop below runs whatever is left of every sweep).
