@@ -170,7 +170,7 @@ def card_body(
         "## How to prompt it",
         "",
         f"The student answers the prompt `{LABEL_PREFIX}<input>`"
-        + ("" if seq2seq else "followed by a newline")
+        + ("" if seq2seq else " followed by a newline")
         + f", where `<input>` is the task's input template `{task.input_template!r}` filled "
         "with a record's fields; it writes the label and its end token. "
         "Decode greedily (generation_config.json does, with the label's budget of "
@@ -230,8 +230,10 @@ def card_body(
             "<rationale>`), at test time too."
         )
     lines += [
-        f"Labels are compared after the task's `{task.normalize}` normalisation. The input's "
-        f"last {config.max_input_tokens} tokens are kept, as in training.",
+        "",
+        f"Labels are compared after the task's `{task.normalize}` normalisation. A long "
+        f"input keeps its last tokens, so that the prompt fits {config.max_input_tokens} "
+        "tokens, as in training.",
         "",
         "## Reproduce",
         "",
