@@ -17,6 +17,7 @@ from .data import DataError
 from .device import resolve_device
 from .evaluate import evaluate
 from .export import export_annotations
+from .hub_export import export_hf
 from .models import StudentError
 from .parallel import Processes, launch_rank
 from .predict import predict
@@ -215,8 +216,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
 
+    if args.format == "hf":
+        summary = export_hf(
+            args.source,
+            args.output,
+            datasets=args.dataset,
+            license=args.license,
+            push_to_hub=args.push_to_hub,
+            private=args.private,
+        )
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.push_to_hub:
+        raise ValueError("--push-to-hub uploads a model folder: use it with --format hf")
     summary = export_annotations(
-        args.annotations,
+        args.source,
         args.output,
         splits=tuple(args.splits.split(",")),
         parsed_only=args.parsed_only,
@@ -417,12 +431,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser(
-        "export", help="a rationale dataset as one JSONL file to read, filter or reuse"
+        "export",
+        help="a rationale dataset as one JSONL file (default), or a trained run as a "
+        "Hugging Face model folder with a model card (--format hf)",
     )
-    p.add_argument("annotations", help="folder written by annotate (annotations/<task>-<teacher>)")
-    p.add_argument("--output", required=True, help="JSONL file to write")
-    p.add_argument("--splits", default="train,valid,test")
-    p.add_argument("--parsed-only", action="store_true", help="only rows whose answer parsed")
+    p.add_argument(
+        "source",
+        help="jsonl: folder written by annotate (annotations/<task>-<teacher>); "
+        "hf: a finished run folder",
+    )
+    p.add_argument(
+        "--format",
+        default="jsonl",
+        choices=["jsonl", "hf"],
+        help="jsonl: the rationale dataset's rows; hf: safetensors weights, tokenizer, "
+        "config.json, generation_config.json and README.md model card",
+    )
+    p.add_argument(
+        "--output", required=True, help="JSONL file (jsonl) or new, empty folder (hf) to write"
+    )
+    p.add_argument("--splits", default="train,valid,test", help="jsonl: splits to write")
+    p.add_argument(
+        "--parsed-only", action="store_true", help="jsonl: only rows whose answer parsed"
+    )
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="hf: also upload the folder to this hub model repo (token from HF_TOKEN or "
+        "huggingface_hub's login; never written to the folder)",
+    )
+    p.add_argument("--private", action="store_true", help="hf: make a new hub repo private")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        help="hf: the card's datasets entry (a hub dataset id; repeatable; default: the task's name)",
+    )
+    p.add_argument(
+        "--license",
+        help="hf: the card's license (default: the built-in student's, else 'other')",
+    )
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("evaluate", help="recompute a run's metrics from its saved model")

