@@ -12,7 +12,7 @@ import random
 import re
 import string
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,10 +402,17 @@ def read_split(task: Task, split: str, path: Path) -> list[Example]:
         rows = enumerate(load_hub_split(str(path)), start=1)
     else:
         rows = read_records(path)
+    return examples_from_rows(task, split, ((f"{path}:{n}", record) for n, record in rows))
+
+
+def examples_from_rows(
+    task: Task, split: str, rows: Iterable[tuple[str, dict[str, Any]]]
+) -> list[Example]:
+    """Rows (where each is, for errors; the record) of one split as examples: ids are the
+    id field's, else ``<split>-<row index>``."""
     examples: list[Example] = []
     seen: set[str] = set()
-    for index, (line_number, record) in enumerate(rows):
-        where = f"{path}:{line_number}"
+    for index, (where, record) in enumerate(rows):
         example_id = record_id(record, task.id_field, where) or f"{split}-{index}"
         if example_id in seen:
             raise DataError(f"{where}: duplicate id {example_id!r}")
@@ -426,12 +433,17 @@ def read_split(task: Task, split: str, path: Path) -> list[Example]:
 
 def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Example]]:
     """Train / valid / test examples of a task, validation carved where the files have none."""
-    needs_data = any("{data}" in f for f in task.files.values())
-    root = data_dir(data) if needs_data else None
-    splits = {
-        name: read_split(task, name, expand_path(file, task, root))
-        for name, file in task.files.items()
-    }
+    if task.hf is not None:
+        from .hf_data import load_hf_splits
+
+        splits = load_hf_splits(task, data)
+    else:
+        needs_data = any("{data}" in f for f in task.files.values())
+        root = data_dir(data) if needs_data else None
+        splits = {
+            name: read_split(task, name, expand_path(file, task, root))
+            for name, file in task.files.items()
+        }
     carve = task.validation
     if carve and "valid" not in splits:
         source = carve.get("from", "train")
@@ -454,7 +466,7 @@ def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Ex
 
 def declared_splits(task: Task) -> set[str]:
     """The splits ``load_splits`` gives a task, read from its definition alone."""
-    return set(task.files) | ({"valid"} if task.validation else set())
+    return set(task.splits) | ({"valid"} if task.validation else set())
 
 
 def require_splits(

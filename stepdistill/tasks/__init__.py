@@ -56,9 +56,14 @@ class Task:
 
     name: str
     """Short name used on the command line and in run folders."""
-    files: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)
     """Split name -> file (JSONL, JSON lines, JSON list or CSV). ``{data}`` expands to
     the benchmark data folder; other relative paths are relative to the YAML file."""
+    hf: dict[str, Any] | None = None
+    """Instead of ``files``: a dataset read with the ``datasets`` package,
+    ``{path: ..., name: ..., splits: {train: train, test: validation}}`` (``path``: a hub
+    id, a folder written by ``save_to_disk``, or a folder / file of Parquet or Arrow files;
+    ``splits``: the task's split -> the dataset's split). See ``stepdistill.hf_data``."""
     input_template: str = "{input}"
     """``str.format`` template over a record's fields, e.g. ``{premise}\\n{hypothesis}``."""
     label_field: str | None = None
@@ -127,8 +132,9 @@ class Task:
             raise TaskError(f"task {self.name}: normalize must be one of {NORMALIZERS}")
         if self.metric not in METRICS:
             raise TaskError(f"task {self.name}: metric must be one of {METRICS}")
-        if "train" not in self.files and "test" not in self.files:
-            raise TaskError(f"task {self.name}: files must name at least a train or test split")
+        if "train" not in self.splits and "test" not in self.splits:
+            where = "hf.splits" if self.hf is not None else "files"
+            raise TaskError(f"task {self.name}: {where} must name at least a train or test split")
         if self.labels is not None:
             self.labels = [normalize_label(str(label), self.normalize) for label in self.labels]
         if self.letter_labels is not None:
@@ -142,6 +148,13 @@ class Task:
                     f"{self._where()}: letter_labels must map letters to labels of the fixed "
                     f"label set (labels: {self.labels}); not in it: {stray}"
                 )
+
+    @property
+    def splits(self) -> list[str]:
+        """The task's own split names: those of ``files``, or of ``hf.splits``."""
+        if self.hf is not None:
+            return list(self.hf.get("splits") or {})
+        return list(self.files)
 
     @property
     def replay_name(self) -> str:
@@ -185,6 +198,9 @@ class Task:
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
                     raise fail(f.name, "a mapping of split name to file path", value)
+            elif f.name == "hf":
+                if value is not None:
+                    _check_hf(self._where(), value)
             elif f.name == "labels":
                 if value is not None and (
                     not isinstance(value, list) or not all(isinstance(v, scalar) for v in value)
@@ -233,9 +249,12 @@ class Task:
             raise TaskError(
                 f"{self._where()}: unknown validation field(s) {unknown}; known: from, fraction, size, seed"
             )
-        if carve and carve.get("from", "train") not in self.files:
+        if self.hf is not None and self.files:
+            raise TaskError(f"{self._where()}: name either files or hf, not both")
+        if carve and carve.get("from", "train") not in self.splits:
+            where = "hf.splits" if self.hf is not None else "files"
             raise TaskError(
-                f"{self._where()}: validation.from names split {carve.get('from', 'train')!r}, not in files"
+                f"{self._where()}: validation.from names split {carve.get('from', 'train')!r}, not in {where}"
             )
         fraction = carve.get("fraction", 0.1)
         if (
@@ -253,6 +272,33 @@ class Task:
     @property
     def base_dir(self) -> Path:
         return Path(self.source).parent if self.source else Path.cwd()
+
+
+HF_KEYS = ("path", "name", "splits")
+
+
+def _check_hf(where: str, value: Any) -> None:
+    """``hf: {path: ..., name: ..., splits: {train: train, test: validation}}``."""
+    example = "{path: owner/name or a folder, name: config, splits: {train: train, test: test}}"
+    if not isinstance(value, dict):
+        raise TaskError(f"{where}: field 'hf' must be a mapping such as {example}")
+    unknown = sorted(set(value) - set(HF_KEYS))
+    if unknown:
+        raise TaskError(f"{where}: unknown hf field(s) {unknown}; known: {list(HF_KEYS)}")
+    if not isinstance(value.get("path"), str) or not value["path"].strip():
+        raise TaskError(f"{where}: hf needs a path (a hub id or a local folder / file): {example}")
+    if value.get("name") is not None and not isinstance(value["name"], str):
+        raise TaskError(f"{where}: hf.name must be a configuration name (text)")
+    splits = value.get("splits")
+    if (
+        not isinstance(splits, dict)
+        or not splits
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in splits.items())
+    ):
+        raise TaskError(
+            f"{where}: hf.splits must map the task's splits to the dataset's, e.g. "
+            "{train: train, test: validation}"
+        )
 
 
 def normalize_label(label: str, how: str) -> str:
@@ -335,8 +381,9 @@ def task_from_dict(raw: dict[str, Any], source: str = "") -> Task:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise TaskError(f"{source or 'task'}: unknown field(s) {unknown}; known: {sorted(known)}")
-    for required in ("name", "files"):
-        if required not in raw:
-            raise TaskError(f"{source or 'task'}: missing required field {required!r}")
+    if "name" not in raw:
+        raise TaskError(f"{source or 'task'}: missing required field 'name'")
+    if "files" not in raw and "hf" not in raw:
+        raise TaskError(f"{source or 'task'}: missing required field 'files' (or 'hf')")
     raw["source"] = source
     return Task(**raw)
