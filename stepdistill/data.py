@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hf_data
+from .errors import DataError
 from .tasks import Task, normalize_label
 
 DATA_ENV = "STEPDISTILL_DATA"
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed."""
 
 
 @dataclass
@@ -434,9 +432,7 @@ def examples_from_rows(
 def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Example]]:
     """Train / valid / test examples of a task, validation carved where the files have none."""
     if task.hf is not None:
-        from .hf_data import load_hf_splits
-
-        splits = load_hf_splits(task, data)
+        splits = _load_hf_splits(task, data)
     else:
         needs_data = any("{data}" in f for f in task.files.values())
         root = data_dir(data) if needs_data else None
@@ -462,6 +458,33 @@ def load_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Ex
         for example in splits["valid"]:
             example.split = "valid"
     return splits
+
+
+def _load_hf_splits(task: Task, data: str | Path | None) -> dict[str, list[Example]]:
+    """A task's ``hf:`` splits (task split -> dataset split) as examples."""
+    spec = task.hf or {}
+    path, name = spec["path"], spec.get("name")
+    if hf_data.looks_local(path, task.base_dir):
+        root = data_dir(data) if "{data}" in path else None
+        available = hf_data.open_local(
+            expand_path(str(Path(path).expanduser()), task, root), name, path
+        )
+    else:
+        available = hf_data.open_hub(path, name)
+    # Every split needs the input template's columns; at least one needs each other field.
+    required = list(dict.fromkeys(field for field, _ in _template_fields(task.input_template)))
+    optional = [
+        field
+        for field in (
+            task.label_field,
+            task.id_field,
+            task.choices_field,
+            task.human_rationale_field,
+        )
+        if field and field not in required
+    ]
+    rows = hf_data.split_rows(available, spec["splits"], required, optional, path)
+    return {split: examples_from_rows(task, split, found) for split, found in rows.items()}
 
 
 def declared_splits(task: Task) -> set[str]:

@@ -4,7 +4,8 @@
 is a hub id (``owner/name``, read with ``datasets.load_dataset``), a folder written by
 ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or a folder or file of Parquet or
 Arrow files. A local path is relative to the task file and, like ``files:``, must stay
-inside the task's folder (or ``$STEPDISTILL_ALLOWED_DIRS``). ``datasets`` is imported
+inside the task's folder (or ``$STEPDISTILL_ALLOWED_DIRS``; ``stepdistill.data`` resolves
+it and turns the rows into examples). ``datasets`` is imported
 only here, only when a task names ``hf:``.
 
 Rows become the same records (and the same ids, ``<split>-<row index>`` without an id
@@ -16,15 +17,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .data import DataError, Example, _template_fields, data_dir, examples_from_rows, expand_path
-from .tasks import Task
+from .errors import DataError
 
 LOCAL_SUFFIXES = (".parquet", ".arrow")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _TRUE = ("1", "on", "yes", "true")
+Rows = Iterator[tuple[str, dict[str, Any]]]
+"""(where the row is, for errors; the record) per row of one split."""
 
 
 def offline() -> bool:
@@ -45,13 +48,13 @@ def _import_datasets() -> Any:
     return datasets
 
 
-def _looks_local(path: str, task: Task) -> bool:
+def looks_local(path: str, base_dir: Path) -> bool:
     """A local folder or file (else a hub id): it exists, or cannot be a hub id."""
     if "{data}" in path or path.startswith((".", "/", "~")) or "\\" in path:
         return True
     if path.lower().endswith(LOCAL_SUFFIXES) or not _HUB_ID.fullmatch(path):
         return True
-    return (task.base_dir / path).exists()
+    return (base_dir / path).exists()
 
 
 def _first_line(error: BaseException) -> str:
@@ -68,15 +71,11 @@ def _offline_note() -> str:
     )
 
 
-def open_dataset(task: Task, data: str | Path | None = None) -> dict[str, Any]:
-    """The dataset's splits: split name -> ``datasets.Dataset``."""
-    spec = task.hf or {}
-    path, name = spec["path"], spec.get("name")
+def open_local(local: Path, name: str | None, path: str) -> dict[str, Any]:
+    """The splits (split name -> ``datasets.Dataset``) of a local dataset: a
+    ``save_to_disk`` folder, a Parquet/Arrow file, or a folder of them. ``path`` is the
+    task's own spelling, for errors."""
     label = f"hf dataset {path!r}"
-    if not _looks_local(path, task):
-        return _open_hub(path, name, label)
-    root = data_dir(data) if "{data}" in path else None
-    local = expand_path(str(Path(path).expanduser()), task, root)
     if not local.exists():
         raise DataError(f"{label}: not found (no folder or file {str(local)!r}){_offline_note()}")
     datasets = _import_datasets()
@@ -104,48 +103,37 @@ def open_dataset(task: Task, data: str | Path | None = None) -> dict[str, Any]:
     return dict(loaded)
 
 
-def _open_hub(path: str, name: str | None, label: str) -> dict[str, Any]:
+def open_hub(path: str, name: str | None) -> dict[str, Any]:
+    """The splits of a hub dataset, read with ``datasets.load_dataset``."""
     datasets = _import_datasets()
     try:
         loaded = datasets.load_dataset(path, name)
     except Exception as error:  # noqa: BLE001 - not found, offline, no network: one line
         raise DataError(
-            f"{label}: not found (no such local folder or file, and the hub could not provide "
-            f"it: {_first_line(error)}){_offline_note()}"
+            f"hf dataset {path!r}: not found (no such local folder or file, and the hub could "
+            f"not provide it: {_first_line(error)}){_offline_note()}"
         ) from None
     return dict(loaded)
 
 
-def _needed_columns(task: Task) -> tuple[list[str], list[str]]:
-    """(columns every split must have: the input template's; columns at least one split
-    must have: label, id, choices and human rationale fields)."""
-    required = list(dict.fromkeys(name for name, _ in _template_fields(task.input_template)))
-    optional = [
-        field
-        for field in (
-            task.label_field,
-            task.id_field,
-            task.choices_field,
-            task.human_rationale_field,
-        )
-        if field and field not in required
-    ]
-    return required, optional
-
-
-def load_hf_splits(task: Task, data: str | Path | None = None) -> dict[str, list[Example]]:
-    """The task's splits (``hf.splits``: task split -> dataset split) as examples."""
-    spec = task.hf or {}
-    label = f"hf dataset {spec.get('path')!r}"
-    available = open_dataset(task, data)
+def split_rows(
+    available: dict[str, Any],
+    splits: dict[str, str],
+    required: list[str],
+    optional: list[str],
+    path: str,
+) -> dict[str, Rows]:
+    """The rows of each task split (``splits``: task split -> dataset split), once every
+    chosen split has the ``required`` columns and some chosen split has each ``optional``
+    one."""
+    label = f"hf dataset {path!r}"
     chosen: dict[str, tuple[str, Any]] = {}
-    for split, source in spec["splits"].items():
+    for split, source in splits.items():
         if source not in available:
             raise DataError(
                 f"{label}: no split {source!r} (hf.splits.{split}); it has {sorted(available)}"
             )
         chosen[split] = (source, available[source])
-    required, optional = _needed_columns(task)
     for source, dataset in chosen.values():
         columns = list(dataset.column_names)
         for column in required:
@@ -163,10 +151,6 @@ def load_hf_splits(task: Task, data: str | Path | None = None) -> dict[str, list
                 f"{list(dataset.column_names)}"
             )
     return {
-        split: examples_from_rows(
-            task,
-            split,
-            ((f"{label} split {source!r} row {i}", dict(row)) for i, row in enumerate(dataset)),
-        )
+        split: ((f"{label} split {source!r} row {i}", dict(row)) for i, row in enumerate(dataset))
         for split, (source, dataset) in chosen.items()
     }
