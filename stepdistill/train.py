@@ -24,6 +24,7 @@ import functools
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from .lora import apply_lora
 from .master_weights import MasterWeights
 from .metrics import accuracy_rows
 from .models import load_student
-from .modes import LABEL, RATIONALE, get_mode
+from .modes import LABEL, RATIONALE, Mode, get_mode
 from .optimizer import make_optimizer, seed_everything
 from .packing import IGNORE, collate, micro_batches, row_length, target_tokens
 from .parallel import Processes, shard
@@ -192,6 +193,98 @@ def evaluate_split(
     return accuracy_rows(task, examples, processes.gather(predictions))
 
 
+# ----------------------------------------------------------------------------- the run
+#
+# train() = setup() -> fit() -> finish(). ``Trainer`` holds what the run fixes once (data,
+# model, optimizer, schedule); ``LoopState`` what the loop changes and a checkpoint keeps.
+
+
+@dataclass
+class LoopState:
+    """What one training run changes as it goes: saved in every checkpoint, restored on
+    resume (the dict keys of ``checkpoint_state`` are the checkpoint's format)."""
+
+    step: int = 0
+    order: list[int] = field(default_factory=list)
+    """The examples of the epoch not yet drawn, in their shuffled order."""
+    log: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Validation accuracy after each evaluation."""
+    real_tokens: int = 0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    """The run's wall time, as of its last checkpoint."""
+    evals_without_improvement: int = 0
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"accuracy": -1.0, "step": 0, "state": None}
+    )
+    """The best-on-validation weights so far: accuracy, step and a weights snapshot."""
+    best_unsaved: bool = False
+    stopped_early: bool = False
+
+    CHECKPOINTED = (
+        "step",
+        "order",
+        "log",
+        "history",
+        "real_tokens",
+        "train_seconds",
+        "wall_seconds",
+        "evals_without_improvement",
+    )
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.CHECKPOINTED}
+
+    def restore(self, saved: dict[str, Any], best: dict[str, Any]) -> None:
+        for key in self.CHECKPOINTED:
+            if key in saved:
+                setattr(self, key, saved[key])
+        self.best = best
+
+
+@dataclass
+class Trainer:
+    """What ``setup`` fixes for the whole run and ``fit`` / ``finish`` read."""
+
+    config: TrainConfig
+    task: Task
+    mode: Mode
+    device: str
+    processes: Processes
+    quiet: bool
+    started: float
+    """time.time() at the start (moved back by a resumed run's earlier wall time)."""
+    items: list[Any]
+    skipped: dict[str, int]
+    encoded: list[list[dict[str, Any]]]
+    """Each training example's encoded rows (its label row, its rationale row, ...)."""
+    sizes: list[int]
+    valid: list[Example]
+    test: list[Example]
+    model: Any
+    tokenizer: Any
+    lora: Any
+    seq2seq: bool
+    precision: str
+    weights: MasterWeights
+    autocast: Any
+    scaler: Any
+    optimizer: Any
+    scheduler: Any
+    rng: random.Random
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    checkpoint_every: int
+    run_dir: Path | None = None
+    tracker: Any = None
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
+
 def train(
     config: TrainConfig,
     quiet: bool = False,
@@ -210,25 +303,20 @@ def train(
     Under ``accelerate launch`` / ``torchrun`` with N processes, each takes its share of
     every global batch of ``batch_size`` examples and the gradients are summed before the
     step, so the run is the same as in one process; rank 0 writes the run folder."""
-    import torch
+    trainer, state = setup(config, quiet, resume, task, device)
+    return finish(trainer, fit(trainer, state))
 
-    started = time.time()
-    if resume is not None:
-        config = load_run(resume).config  # the run's own settings, its device included
-    device = resolve_device(device or config.device)
-    prepare_device(device)
-    processes = Processes(device)
-    quiet = quiet or not processes.main
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    mode = get_mode(config.mode)
-    task = task or load_task(config.task)
+
+def training_split(
+    config: TrainConfig, task: Task, mode: Mode
+) -> tuple[list[Any], dict[str, int], list[Example], list[Example]]:
+    """The mode's training items (and what was skipped), and the validation and test
+    examples as the student will see them."""
     splits = load_splits(task, config.data_dir)
     require_splits(task, splits, ("train", "valid", "test"))
     annotations = training_annotations(config, task)
     extra = extra_examples(config)
     annotations.update({example.id: example.record for example in extra})
-
     pool = training_pool(config, splits["train"])
     items, skipped = training_examples(config, pool + extra, annotations, task)
     if not items:
@@ -241,9 +329,34 @@ def train(
     if mode.rationale_in_input:  # evaluation inputs carry the rationale too
         valid = evaluation_inputs(config, task, valid, "valid")
         test = evaluation_inputs(config, task, test, "test")
-
     if config.label_scoring == "candidates":  # before any training, not at the first validation
         check_candidates(task, valid + test)
+    return items, skipped, valid, test
+
+
+def setup(
+    config: TrainConfig,
+    quiet: bool = False,
+    resume: str | Path | None = None,
+    task: Task | None = None,
+    device: str | None = None,
+) -> tuple[Trainer, LoopState]:
+    """Data, model, optimizer and the loop's state (restored from the last checkpoint of
+    ``resume``); the run folder made (rank 0) and tracking started."""
+    import torch
+
+    started = time.time()
+    if resume is not None:
+        config = load_run(resume).config  # the run's own settings, its device included
+    device = resolve_device(device or config.device)
+    prepare_device(device)
+    processes = Processes(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    mode = get_mode(config.mode)
+    task = task or load_task(config.task)
+    items, skipped, valid, test = training_split(config, task, mode)
+
     # The same seed in every process: the copies of the model (and LoRA's initial
     # adapters) are identical, and every process draws the same data order.
     seed_everything(config.seed)
@@ -253,222 +366,284 @@ def train(
     lora = apply_lora(model, config) if config.lora_rank else None
     seq2seq = is_seq2seq(model.config)
     model.train()
-    pad = pad_id(tokenizer)
     encoded = [encode_example(tokenizer, config, item, seq2seq) for item in items]
-    sizes = [sum(row_length(r, seq2seq) for r in rows) for rows in encoded]
 
     steps_per_epoch = math.ceil(len(items) / config.batch_size)
     total_steps = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
     eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
-    checkpoint_every = config.checkpoint_every or eval_every
     # null: bf16 only where the hardware has it (a GPU without it: fp16, gradient scaling)
     precision = training_precision(config.bf16, device)
-    bf16 = precision == "bf16"
     # The CPU computes with bf16 parameters over fp32 master weights; a GPU keeps fp32
     # parameters and autocasts (device.py says why).
-    weights = MasterWeights(model, bf16 and not is_cuda(device))
-    autocast, scaler = training_autocast(device, precision), gradient_scaler(precision)
-    if compile_pays(config.compile, model, device, bf16, lora is not None):
+    weights = MasterWeights(model, precision == "bf16" and not is_cuda(device))
+    if compile_pays(config.compile, model, device, precision == "bf16", lora is not None):
         compile_student(model)
     optimizer, scheduler = make_optimizer(weights.master, config, total_steps)
-
-    rng = random.Random(config.seed)
-    state: dict[str, Any] = {
-        "step": 0,
-        "order": [],
-        "log": [],
-        "history": [],
-        "real_tokens": 0,
-        "train_seconds": 0.0,
-        "wall_seconds": 0.0,  # the run's wall time, as of its last checkpoint
-        "evals_without_improvement": 0,
-    }
-    best: dict[str, Any] = {"accuracy": -1.0, "step": 0, "state": None}
+    trainer = Trainer(
+        config=config,
+        task=task,
+        mode=mode,
+        device=device,
+        processes=processes,
+        quiet=quiet or not processes.main,
+        started=started,
+        items=items,
+        skipped=skipped,
+        encoded=encoded,
+        sizes=[sum(row_length(r, seq2seq) for r in rows) for rows in encoded],
+        valid=valid,
+        test=test,
+        model=model,
+        tokenizer=tokenizer,
+        lora=lora,
+        seq2seq=seq2seq,
+        precision=precision,
+        weights=weights,
+        autocast=training_autocast(device, precision),
+        scaler=gradient_scaler(precision),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rng=random.Random(config.seed),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        eval_every=eval_every,
+        checkpoint_every=config.checkpoint_every or eval_every,
+    )
+    state = LoopState()
     if resume is not None:
-        run_dir = Path(resume)
-        saved, best = restore_state(
-            run_dir, weights, optimizer, scheduler, rng, processes, device, scaler
+        trainer.run_dir = Path(resume)
+        state.restore(
+            *restore_state(
+                trainer.run_dir,
+                weights,
+                optimizer,
+                scheduler,
+                trainer.rng,
+                processes,
+                device,
+                trainer.scaler,
+            )
         )
-        state = {key: saved.get(key, value) for key, value in state.items()}
         # wall time counts on from the checkpoint's; the time from it to the kill is
         # not counted, as the steps redone are not
-        started -= state["wall_seconds"]
-        if not quiet:
-            tqdm.write(f"resuming {run_dir} at step {state['step']}")
+        trainer.started -= state.wall_seconds
+        if not trainer.quiet:
+            tqdm.write(f"resuming {trainer.run_dir} at step {state.step}")
     else:
-        run_dir = None
         if processes.main:
-            run_dir = new_run_dir(
+            trainer.run_dir = new_run_dir(
                 config.output_dir,
                 config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}",
             )
-            save_run_files(run_dir, config, task)
-        run_dir = processes.broadcast(run_dir)
-    tracker = start_tracking(config, run_dir, processes.main, state["step"])  # report_to
-    best_unsaved = False
-    stopped_early = False
+            save_run_files(trainer.run_dir, config, task)
+        trainer.run_dir = processes.broadcast(trainer.run_dir)
+    trainer.tracker = start_tracking(config, trainer.run_dir, processes.main, state.step)
+    return trainer, state
+
+
+def fit(trainer: Trainer, state: LoopState) -> LoopState:
+    """The loop: a step, then (on schedule) a validation and a checkpoint, until the last
+    step or early stopping."""
     bar = tqdm(
-        range(state["step"], total_steps),
-        desc=f"train {task.name}/{config.mode} ({precision})",  # why a run is fast or slow
-        disable=quiet,
-        initial=state["step"],
-        total=total_steps,
+        range(state.step, trainer.total_steps),
+        desc=f"train {trainer.task.name}/{trainer.config.mode} ({trainer.precision})",
+        disable=trainer.quiet,  # the precision in the bar: why a run is fast or slow
+        initial=state.step,
+        total=trainer.total_steps,
     )
     for step in bar:
-        if not state["order"]:  # a new epoch: a fresh shuffle of the examples
-            state["order"] = list(range(len(items)))
-            rng.shuffle(state["order"])
-        batch_ids, state["order"] = (
-            state["order"][: config.batch_size],
-            state["order"][config.batch_size :],
-        )
-        # One process: the whole batch. Several: this process's share of it.
-        rows = [row for i in shard(batch_ids, sizes, processes) for row in encoded[i]]
-        groups = [
-            collate(g, pad, seq2seq)
-            for g in micro_batches(rows, config.micro_batch_tokens, seq2seq, config.pack_length)
-        ]
-        counts = target_tokens(groups)  # counted on the host, before the copy to the device
-        groups = [to_device(group, device) for group in groups]
-        tick = time.time()
-        # Each loss term is normalised by its token count over the whole global batch.
-        label_tokens, rationale_tokens, real_tokens = processes.sum(
-            [*counts, sum(g["tokens"] for g in groups)]
-        )
-        totals = step_loss(
-            model,
-            groups,
-            config.rationale_weight,
-            token_counts=(label_tokens, rationale_tokens),
-            autocast=autocast,
-            scaler=scaler,
-        )
-        weights.gradients_to_master()
-        # Sum the gradients (and the logged loss parts) over the processes: the gradient
-        # of the global loss.
-        totals = dict(
-            zip(totals, processes.sum_gradients(weights.master, list(totals.values())), strict=True)
-        )
-        if scaler is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients
-        torch.nn.utils.clip_grad_norm_(weights.master, config.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        weights.master_to_model()
-        state["train_seconds"] += time.time() - tick
-        state["real_tokens"] += real_tokens
-        state["step"] = step + 1
-        state["log"].append(
-            {
-                "step": step + 1,
-                **{k: round(v, 5) for k, v in totals.items()},
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": round(time.time() - tick, 3),
-            }
-        )
+        totals = train_step(trainer, state)
         bar.set_postfix(
             loss=f"{totals['loss']:.3f}",
-            tok_s=f"{state['real_tokens'] / max(state['train_seconds'], 1e-9):.0f}",
+            tok_s=f"{state.real_tokens / max(state.train_seconds, 1e-9):.0f}",
         )
-
-        if (step + 1) % eval_every == 0 or step + 1 == total_steps:
-            accuracy, _ = evaluate_split(model, tokenizer, task, config, valid, processes, bf16)
-            state["history"].append(
-                {
-                    "step": step + 1,
-                    "epoch": round((step + 1) / steps_per_epoch, 3),
-                    "valid_accuracy": accuracy,
-                }
-            )
-            if not quiet:
-                tqdm.write(f"step {step + 1}: valid accuracy {accuracy:.4f}")
-            if accuracy > best["accuracy"]:  # keep the best-on-validation weights
-                best = {"accuracy": accuracy, "step": step + 1, "state": weights.snapshot()}
-                best_unsaved = True
-                state["evals_without_improvement"] = 0
-            else:
-                state["evals_without_improvement"] += 1
-            if processes.main:
-                write_jsonl(run_dir / "train_log.jsonl", state["log"])
-            tracker.sync(state["log"], state["history"])
-            patience = config.early_stopping_patience
-            if patience and state["evals_without_improvement"] >= patience:
-                stopped_early = True  # every process saw the same accuracies, so all stop here
-                if not quiet:
-                    tqdm.write(
-                        f"step {step + 1}: no better validation accuracy in {patience} evaluations; stopping"
-                    )
+        if (step + 1) % trainer.eval_every == 0 or step + 1 == trainer.total_steps:
+            validate(trainer, state)
+            if state.stopped_early:
                 break
-        if config.checkpoint and ((step + 1) % checkpoint_every == 0) and step + 1 < total_steps:
-            # each process's (dropout) RNG: the CPU's, and the GPU's where it trains on one
-            rng_states = processes.gather([device_rng_state(device)])
-            if processes.main:
-                save_checkpoint(
-                    run_dir,
-                    weights,
-                    optimizer,
-                    scheduler,
-                    {
-                        **state,
-                        "wall_seconds": time.time() - started,
-                        "python_rng": rng.getstate(),
-                        "torch_rng": rng_states[0]["cpu"],
-                        "torch_rng_per_process": rng_states,
-                        **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-                    },
-                    best if best_unsaved else None,
-                )
-            best_unsaved = False
+        if trainer.config.checkpoint and (step + 1) % trainer.checkpoint_every == 0:
+            if step + 1 < trainer.total_steps:
+                checkpoint(trainer, state)
     bar.close()
+    return state
 
-    weights.restore(model, best["state"])
-    if lora is not None:
-        model = lora.merge_and_unload()  # a plain transformers model: the run folder needs no peft
+
+def train_step(trainer: Trainer, state: LoopState) -> dict[str, float]:
+    """One optimizer step over the next ``batch_size`` examples; its logged loss parts."""
+    import torch
+
+    config, processes = trainer.config, trainer.processes
+    if not state.order:  # a new epoch: a fresh shuffle of the examples
+        state.order = list(range(len(trainer.items)))
+        trainer.rng.shuffle(state.order)
+    batch_ids, state.order = state.order[: config.batch_size], state.order[config.batch_size :]
+    # One process: the whole batch. Several: this process's share of it.
+    rows = [row for i in shard(batch_ids, trainer.sizes, processes) for row in trainer.encoded[i]]
+    pad = pad_id(trainer.tokenizer)
+    groups = [
+        collate(g, pad, trainer.seq2seq)
+        for g in micro_batches(rows, config.micro_batch_tokens, trainer.seq2seq, config.pack_length)
+    ]
+    counts = target_tokens(groups)  # counted on the host, before the copy to the device
+    groups = [to_device(group, trainer.device) for group in groups]
+    tick = time.time()
+    # Each loss term is normalised by its token count over the whole global batch.
+    label_tokens, rationale_tokens, real_tokens = processes.sum(
+        [*counts, sum(g["tokens"] for g in groups)]
+    )
+    totals = step_loss(
+        trainer.model,
+        groups,
+        config.rationale_weight,
+        token_counts=(label_tokens, rationale_tokens),
+        autocast=trainer.autocast,
+        scaler=trainer.scaler,
+    )
+    weights, optimizer, scaler = trainer.weights, trainer.optimizer, trainer.scaler
+    weights.gradients_to_master()
+    # Sum the gradients (and the logged loss parts) over the processes: the gradient
+    # of the global loss.
+    totals = dict(
+        zip(totals, processes.sum_gradients(weights.master, list(totals.values())), strict=True)
+    )
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients
+    torch.nn.utils.clip_grad_norm_(weights.master, config.max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    trainer.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    weights.master_to_model()
+    state.train_seconds += time.time() - tick
+    state.real_tokens += real_tokens
+    state.step += 1
+    state.log.append(
+        {
+            "step": state.step,
+            **{k: round(v, 5) for k, v in totals.items()},
+            "lr": trainer.scheduler.get_last_lr()[0],
+            "seconds": round(time.time() - tick, 3),
+        }
+    )
+    return totals
+
+
+def validate(trainer: Trainer, state: LoopState) -> None:
+    """Validation accuracy now: keep the best weights, count toward early stopping."""
+    t = trainer
+    accuracy, _ = evaluate_split(
+        t.model, t.tokenizer, t.task, t.config, t.valid, t.processes, t.bf16
+    )
+    state.history.append(
+        {
+            "step": state.step,
+            "epoch": round(state.step / t.steps_per_epoch, 3),
+            "valid_accuracy": accuracy,
+        }
+    )
+    if not t.quiet:
+        tqdm.write(f"step {state.step}: valid accuracy {accuracy:.4f}")
+    if accuracy > state.best["accuracy"]:  # keep the best-on-validation weights
+        state.best = {"accuracy": accuracy, "step": state.step, "state": t.weights.snapshot()}
+        state.best_unsaved = True
+        state.evals_without_improvement = 0
+    else:
+        state.evals_without_improvement += 1
+    if t.processes.main:
+        write_jsonl(t.run_dir / "train_log.jsonl", state.log)
+    t.tracker.sync(state.log, state.history)
+    patience = t.config.early_stopping_patience
+    if patience and state.evals_without_improvement >= patience:
+        state.stopped_early = True  # every process saw the same accuracies, so all stop here
+        if not t.quiet:
+            tqdm.write(
+                f"step {state.step}: no better validation accuracy in {patience} evaluations; stopping"
+            )
+
+
+def checkpoint(trainer: Trainer, state: LoopState) -> None:
+    """Save what a resumed run needs (rank 0): weights, optimizer, RNGs, the loop state."""
+    t = trainer
+    # each process's (dropout) RNG: the CPU's, and the GPU's where it trains on one
+    rng_states = t.processes.gather([device_rng_state(t.device)])
+    if t.processes.main:
+        save_checkpoint(
+            t.run_dir,
+            t.weights,
+            t.optimizer,
+            t.scheduler,
+            {
+                **state.checkpoint_state(),
+                "wall_seconds": time.time() - t.started,
+                "python_rng": t.rng.getstate(),
+                "torch_rng": rng_states[0]["cpu"],
+                "torch_rng_per_process": rng_states,
+                **({"scaler": t.scaler.state_dict()} if t.scaler is not None else {}),
+            },
+            state.best if state.best_unsaved else None,
+        )
+    state.best_unsaved = False
+
+
+def finish(trainer: Trainer, state: LoopState) -> dict[str, Any]:
+    """The best-on-validation weights saved, tested once, and the run's metrics written."""
+    t, processes = trainer, trainer.processes
+    t.weights.restore(t.model, state.best["state"])
+    model = t.model
+    if t.lora is not None:
+        model = (
+            t.lora.merge_and_unload()
+        )  # a plain transformers model: the run folder needs no peft
     restore_attention(model)  # a compiled student is saved with the attention it loaded with
     if processes.main:
-        model.save_pretrained(run_dir / "model")
-        tokenizer.save_pretrained(run_dir / "model")
+        model.save_pretrained(t.run_dir / "model")
+        t.tokenizer.save_pretrained(t.run_dir / "model")
     # The test set is evaluated once, with the best-on-validation weights, in the
     # precision a reloaded Student uses (inference.for_inference).
-    for_inference(model, bf16)
+    for_inference(model, t.bf16)
     test_accuracy, test_rows = evaluate_split(
-        model, tokenizer, task, config, test, processes, bf16, desc=None if quiet else "test"
+        model,
+        t.tokenizer,
+        t.task,
+        t.config,
+        t.test,
+        processes,
+        t.bf16,
+        desc=None if t.quiet else "test",
     )
     metrics = {
-        "task": task.name,
-        "mode": config.mode,
-        "student": config.student,
-        "seed": config.seed,
-        "train_examples": len(items),
-        "train_rows": sum(len(rows) for rows in encoded),
-        "skipped": skipped,
-        "steps": state["step"],
-        "best_step": best["step"],
-        "valid_accuracy": best["accuracy"],
-        "valid_history": state["history"],
+        "task": t.task.name,
+        "mode": t.config.mode,
+        "student": t.config.student,
+        "seed": t.config.seed,
+        "train_examples": len(t.items),
+        "train_rows": sum(len(rows) for rows in t.encoded),
+        "skipped": t.skipped,
+        "steps": state.step,
+        "best_step": state.best["step"],
+        "valid_accuracy": state.best["accuracy"],
+        "valid_history": state.history,
         "test_accuracy": test_accuracy,
-        "test_examples": len(test),
-        "train_seconds": round(state["train_seconds"], 1),
-        "tokens_per_second": round(state["real_tokens"] / max(state["train_seconds"], 1e-9), 1),
-        "bf16": bf16,
-        "precision": precision,
-        "device": device,
-        "wall_seconds": round(time.time() - started, 1),
-        "run_dir": str(run_dir),
-        **({"stopped_early": True} if stopped_early else {}),
+        "test_examples": len(t.test),
+        "train_seconds": round(state.train_seconds, 1),
+        "tokens_per_second": round(state.real_tokens / max(state.train_seconds, 1e-9), 1),
+        "bf16": t.bf16,
+        "precision": t.precision,
+        "device": t.device,
+        "wall_seconds": round(time.time() - t.started, 1),
+        "run_dir": str(t.run_dir),
+        **({"stopped_early": True} if state.stopped_early else {}),
         **({"processes": processes.world} if processes.world > 1 else {}),
-        **({"requires_teacher_rationales": True} if mode.rationale_in_input else {}),
+        **({"requires_teacher_rationales": True} if t.mode.rationale_in_input else {}),
     }
     if processes.main:
-        write_jsonl(run_dir / "predictions" / "test.jsonl", test_rows)
-        write_json(run_dir / "metrics.json", metrics)
-        write_jsonl(run_dir / "train_log.jsonl", state["log"])
-        remove_checkpoints(run_dir)  # the model is saved: the resume state is not needed
-    tracker.finish(state["log"], state["history"], metrics)
+        write_jsonl(t.run_dir / "predictions" / "test.jsonl", test_rows)
+        write_json(t.run_dir / "metrics.json", metrics)
+        write_jsonl(t.run_dir / "train_log.jsonl", state.log)
+        remove_checkpoints(t.run_dir)  # the model is saved: the resume state is not needed
+    t.tracker.finish(state.log, state.history, metrics)
     processes.barrier()  # the others return once the run folder is complete
     return metrics
