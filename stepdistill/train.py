@@ -409,18 +409,24 @@ def setup(
         eval_every=eval_every,
         checkpoint_every=config.checkpoint_every or eval_every,
     )
+    return trainer, start_run(trainer, resume)
+
+
+def start_run(trainer: Trainer, resume: str | Path | None) -> LoopState:
+    """A new run folder (rank 0) and a fresh loop state, or the loop state of ``resume``'s
+    last checkpoint (its weights, optimizer and RNGs restored); tracking started."""
     state = LoopState()
     if resume is not None:
         trainer.run_dir = Path(resume)
         state.restore(
             *restore_state(
                 trainer.run_dir,
-                weights,
-                optimizer,
-                scheduler,
+                trainer.weights,
+                trainer.optimizer,
+                trainer.scheduler,
                 trainer.rng,
-                processes,
-                device,
+                trainer.processes,
+                trainer.device,
                 trainer.scaler,
             )
         )
@@ -430,15 +436,18 @@ def setup(
         if not trainer.quiet:
             tqdm.write(f"resuming {trainer.run_dir} at step {state.step}")
     else:
-        if processes.main:
+        if trainer.processes.main:
             trainer.run_dir = new_run_dir(
-                config.output_dir,
-                config.run_name or f"{task.name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+                trainer.config.output_dir,
+                trainer.config.run_name
+                or f"{trainer.task.name}-{trainer.config.mode}-{time.strftime('%Y%m%d-%H%M%S')}",
             )
-            save_run_files(trainer.run_dir, config, task)
-        trainer.run_dir = processes.broadcast(trainer.run_dir)
-    trainer.tracker = start_tracking(config, trainer.run_dir, processes.main, state.step)
-    return trainer, state
+            save_run_files(trainer.run_dir, trainer.config, trainer.task)
+        trainer.run_dir = trainer.processes.broadcast(trainer.run_dir)
+    trainer.tracker = start_tracking(
+        trainer.config, trainer.run_dir, trainer.processes.main, state.step
+    )
+    return state
 
 
 def fit(trainer: Trainer, state: LoopState) -> LoopState:
