@@ -516,14 +516,21 @@ def percent(value: Any) -> str:
     return f"{100 * float(value):.1f}" if value is not None else ""
 
 
-def teacher_line(rows: list[dict[str, Any]], task: str) -> str | None:
-    """The teacher's test accuracy, as the runs recorded it: one figure, or, where runs
-    read different teachers' annotations (a weaker teacher's recipe), one per teacher,
-    naming the variants that read each (never a mean across teachers)."""
+def teacher_accuracies(rows: list[dict[str, Any]], task: str) -> dict[float, set[str]]:
+    """Each teacher test accuracy (%, one decimal) the task's runs recorded -> the variants
+    that read that teacher's annotations."""
     by_value: dict[float, set[str]] = {}
     for r in rows:
         if r["task"] == task and r.get("teacher_test_accuracy") is not None:
             by_value.setdefault(round(100 * r["teacher_test_accuracy"], 1), set()).add(variant(r))
+    return by_value
+
+
+def teacher_line(rows: list[dict[str, Any]], task: str) -> str | None:
+    """The teacher's test accuracy, as the runs recorded it: one figure, or, where runs
+    read different teachers' annotations (a weaker teacher's recipe), one per teacher,
+    naming the variants that read each (never a mean across teachers)."""
+    by_value = teacher_accuracies(rows, task)
     if not by_value:
         return None
     if len(by_value) == 1:
@@ -594,7 +601,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines += comparisons
         lines += teacher_lines(rows, task)
         lines += history_lines(rows, task)
-        pngs = plot_task(task, cells, teacher, output)
+        pngs = plot_task(task, cells, sorted(teacher_accuracies(rows, task)), output)
         pngs += plot_differences(task, plotted, output)
         for png in pngs:
             lines += [f"![{png.stem}]({png.name})", ""]
@@ -629,9 +636,18 @@ def wall_time_line(rows: list[dict[str, Any]]) -> str:
     return line
 
 
+def teacher_rules(axis: Any, teachers: list[float]) -> None:
+    """A dashed line at each teacher's accuracy; named by its value where there are several."""
+    for accuracy in teachers:
+        label = f"teacher (few-shot CoT){f' {accuracy:.1f}%' if len(teachers) > 1 else ''}"
+        axis.axhline(float(accuracy), color="gray", linestyle="--", label=label)
+
+
 def plot_task(
-    task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher: float | None, output: Path
+    task: str, cells: dict[tuple[str, float], dict[str, Any]], teachers: list[float], output: Path
 ) -> list[Path]:
+    """The accuracy curves and the mode bar chart, each teacher's test accuracy (%) a dashed
+    line (numbers: a string would make matplotlib's y axis categorical)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -661,8 +677,7 @@ def plot_task(
                 capsize=4,
                 label=MODE_NAMES.get(name, name),
             )
-        if teacher is not None:
-            axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
+        teacher_rules(axis, teachers)
         axis.set_xscale("log", base=2)
         axis.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
         axis.set_xlabel("training data used (% of the training split)")
@@ -693,8 +708,8 @@ def plot_task(
         axis.set_xticks(
             list(positions), [MODE_NAMES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7
         )
-        if teacher is not None:
-            axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
+        if teachers:
+            teacher_rules(axis, teachers)
             axis.legend(fontsize=8)
         axis.set_ylabel("test accuracy (%)")
         axis.set_title(f"{task}: training modes at {100 * largest:g}% of the data", fontsize=10)

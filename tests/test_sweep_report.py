@@ -759,3 +759,22 @@ def test_the_statistics_cells_of_one_seed_and_of_seeds_that_tie():
     tied = {"ci": None, "seed_ci": (-1.0, 3.0), "n": 4, "higher": 2, "lower": 0, "equal": 2}
     tied |= {"sign_p": 0.5}
     assert statistics_text(tied) == "— | [-1.0, +3.0] | — | 2 of 4 (2 level) | 0.500"
+
+
+def test_the_plots_draw_the_teacher_at_its_accuracy_on_a_numeric_axis(tmp_path, monkeypatch):
+    # the teacher's accuracy once reached the plots as the report's text ("77.5%"), which
+    # made matplotlib's y axis categorical: every curve lost its scale
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.axhline
+
+    def axhline(self, y=0, *args, **kwargs):
+        drawn.append(y)
+        return original(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", axhline)
+    results = tmp_path / "results.jsonl"
+    synthetic_results(results)
+    report(results)
+    assert drawn and all(isinstance(y, float) and y == pytest.approx(77.5) for y in drawn)
