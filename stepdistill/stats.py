@@ -102,7 +102,13 @@ def paired_bootstrap(
     (which test problems happen to be in the split) both widen the interval; with one
     seed only the second is left. Drawing n problems whose differences are +1, −1 or 0
     with replacement is one multinomial draw of the three counts, so a resample costs
-    O(seeds), not O(problems)."""
+    O(seeds), not O(problems).
+
+    Two limits, both making the interval narrower than it should be: with few seeds the
+    seed stage cannot show more spread than the seeds drawn did (``seed_t_interval`` is the
+    check), and the seeds share their test problems, but each seed's are drawn on their
+    own, so a problem that splits the two recipes on every seed counts as independent
+    evidence each time."""
     if not counts:
         raise ValueError("no pairs")
     rng = np.random.default_rng(seed)
