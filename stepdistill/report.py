@@ -567,11 +567,12 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         "sign count with its exact sign test.",
         "",
         "Which to read: the bootstrap CI is the headline interval, the only one that counts "
-        "both kinds of variation (another seed, and another draw of test problems). Its seed "
-        "part has no small-sample correction (resampling three seeds cannot show more spread "
-        "than those three did), so the seed t interval is printed as its check: it asks only "
-        "whether another seed, on these test problems, would agree, with a t quantile of 4.30 "
-        "for three seeds. Where the t interval includes 0 and the bootstrap CI does not, the "
+        "both kinds of variation (another seed, and another draw of test problems). It errs "
+        "narrow: its seed part has no small-sample correction (resampling three seeds cannot "
+        "show more spread than those three did), and each seed's problems are drawn on their "
+        "own though the seeds share them. So the seed t interval is printed as its check: it "
+        "asks only whether another seed, on these test problems, would agree, with a t "
+        "quantile of 4.30 for three seeds. Where the t interval includes 0 and the bootstrap CI does not, the "
         "seeds alone do not settle the sign of the difference, and a claim should say so. "
         "The pooled McNemar p counts every seed's problems as independent, so it reads as "
         '"these runs differ on these problems", not as a claim about seeds; the sign test '
