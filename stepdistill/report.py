@@ -12,9 +12,11 @@ Paired statistics: a results row carries its run's per-problem test correctness
 (``test_correct``, with ``test_ids``, a digest of the problems' ids), so two runs of a
 comparison are compared problem by problem without their run folders: a 95% confidence
 interval from a paired bootstrap over seeds and, within each seed, problems, and the
-exact McNemar p on the discordant problems pooled over seeds (``stats``). Rows without
+exact McNemar p on the discordant problems pooled over seeds (``stats``); and, from the
+per-seed differences alone, a Student-t interval and a sign test, the seed the unit that
+varies. Rows without
 that record (older sweeps), or runs tested on different problems, get the seed-paired
-mean ± standard error only, and the report says which. Rows that also carry the teacher's
+mean ± standard error and the seed-level statistics only, and the report says which. Rows that also carry the teacher's
 correctness on the same problems (``teacher_test_correct``) compare each student with its
 teacher the same way: the paper's claim that the small student outperforms the LLM.
 """
@@ -30,7 +32,15 @@ from typing import Any
 from .io import atomic_write_text
 from .modes import variant as mode_variant
 from .results import first_of_each_run, read_results
-from .stats import RESAMPLES, discordant, mcnemar_exact, paired_bootstrap
+from .stats import (
+    RESAMPLES,
+    discordant,
+    mcnemar_exact,
+    paired_bootstrap,
+    seed_t_interval,
+    sign_counts,
+    sign_test,
+)
 
 MODE_NAMES = {
     "standard": "standard fine-tuning (gold)",
@@ -179,11 +189,14 @@ def paired_differences(
     rows: list[dict[str, Any]], task: str, better: str, baseline: str
 ) -> dict[float, dict[str, Any]]:
     """fraction -> A − B test accuracy (points), paired by seed: ``mean``, ``se``, ``n``
-    (seeds), ``wins`` (seeds where A is higher), each side's ``first`` / ``second``
-    mean and se over those seeds; and, where every pair of runs carries per-problem
-    records of the same problems, the 95% ``ci`` of the paired bootstrap and the exact
-    McNemar ``p`` on the pooled discordant counts ``b`` (A right, B wrong) and ``c``
-    (``None`` otherwise: ``gaps`` maps each reason, a key of ``GAPS``, to its seeds)."""
+    (seeds), each side's ``first`` / ``second`` mean and se over those seeds; the
+    seed-level statistics of the per-seed differences: ``seed_ci``, their 95% Student-t
+    interval (None for one seed), ``higher`` / ``lower`` / ``equal`` (seeds where A is
+    above, below, level with B) and ``sign_p``, the exact sign test; and, where every pair
+    of runs carries per-problem records of the same problems, the 95% ``ci`` of the
+    two-level (seeds, then problems) bootstrap and the exact McNemar ``p`` on the pooled
+    discordant counts ``b`` (A right, B wrong) and ``c`` (``None`` otherwise: ``gaps`` maps
+    each reason, a key of ``GAPS``, to its seeds)."""
     result: dict[float, dict[str, Any]] = {}
     for fraction, pairs in paired_runs(rows, task, better, baseline).items():
         first = [100 * float(row["test_accuracy"]) for _, row, _ in pairs]
@@ -194,11 +207,17 @@ def paired_differences(
         # all or nothing: a CI over some of the seeds would not describe the mean over all
         complete = bool(counts) and not gaps
         b, c = sum(b for b, _, _ in counts), sum(c for _, c, _ in counts)
+        higher, lower, equal = sign_counts(differences)
+        seed_interval = seed_t_interval(differences)
         result[fraction] = {
             "mean": mean,
             "se": se,
             "n": len(pairs),
-            "wins": sum(d > 0 for d in differences),
+            "seed_ci": seed_interval[1:] if seed_interval else None,
+            "higher": higher,
+            "lower": lower,
+            "equal": equal,
+            "sign_p": sign_test(higher, lower),
             "first": dict(zip(("mean", "se"), mean_se(first), strict=True)),
             "second": dict(zip(("mean", "se"), mean_se(second), strict=True)),
             "ci": paired_bootstrap(counts) if complete else None,
@@ -269,6 +288,44 @@ def p_text(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
+STATISTICS_LEGEND = (
+    "Two-level bootstrap 95% CI, the headline interval: resamples the seeds, then each drawn "
+    "seed's test problems, so both kinds of variation count. Seed t 95%: the Student-t "
+    "interval of the per-seed differences (n − 1 degrees of freedom; none for one seed), the "
+    "seeds the only unit. Pooled McNemar p: exact, on the discordant problems pooled over "
+    "seeds (b: first right, second wrong; c: the reverse); it counts every seed's problems as "
+    "independent, so it tests these runs on these problems, not whether another seed would "
+    "agree. First higher: on how many seeds; sign p: the exact two-sided sign test over "
+    "seeds (ties left out; never below 0.25 with three seeds)."
+)
+"""The report's explanation of ``statistics_text``'s columns, in the order printed."""
+STATISTICS_COLUMNS = 5
+
+
+def statistics_header(first: str = "first") -> str:
+    """The header cells of ``statistics_text``; ``first`` names the side counted higher."""
+    return (
+        f"two-level bootstrap 95% CI | seed t 95% | pooled McNemar p (b / c) | {first} higher "
+        "| sign p"
+    )
+
+
+STATISTICS_HEADER = statistics_header()
+
+
+def statistics_text(d: dict[str, Any]) -> str:
+    """The cells of a paired difference's statistics: the two-level bootstrap CI, the seed
+    t interval, the pooled McNemar p with its b / c, the sign count and the sign test's p
+    (``—`` for what the comparison lacks: per-problem records, a second seed)."""
+    if d["ci"] is not None:
+        interval, test = interval_text(d["ci"]), f"{p_text(d['p'])} ({d['b']} / {d['c']})"
+    else:
+        interval = test = "—"
+    seed = interval_text(d["seed_ci"]) if d["seed_ci"] is not None else "—"
+    count = f"{d['higher']} of {d['n']}" + (f" ({d['equal']} level)" if d["equal"] else "")
+    return f"{interval} | {seed} | {test} | {count} | {p_text(d['sign_p'])}"
+
+
 def side_text(side: dict[str, float], n: int) -> str:
     return f"{side['mean']:.1f} ± {side['se']:.1f}" if n > 1 else f"{side['mean']:.1f}"
 
@@ -283,16 +340,10 @@ def comparison_lines(
     plotted: list[tuple[str, dict[str, Any]]] = []
     for better, baseline in COMPARISONS:
         for fraction, d in paired_differences(rows, task, better, baseline).items():
-            spread = spread_text(d)
-            if d["ci"] is not None:
-                interval = interval_text(d["ci"])
-                test = f"{p_text(d['p'])} ({d['b']} / {d['c']})"
-            else:
-                interval = test = "—"
             lines.append(
                 f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% "
                 f"| {side_text(d['first'], d['n'])} | {side_text(d['second'], d['n'])} "
-                f"| {d['mean']:+.1f}{spread} | {interval} | {test} | {d['wins']} of {d['n']} |"
+                f"| {d['mean']:+.1f}{spread_text(d)} | {statistics_text(d)} |"
             )
             if d["gaps"]:
                 gaps.append(
@@ -307,26 +358,24 @@ def comparison_lines(
     if lines:
         lines = [
             "Paired by seed (same seed, same data): test accuracy of each side and their difference, "
-            "points; mean ± standard error over seeds. 95% CI: paired bootstrap over seeds and "
-            "problems. McNemar p: exact, on the discordant problems pooled over seeds (b: first "
-            "right, second wrong; c: the reverse). Last column: in how many seeds the first was higher.",
+            f"points; mean ± standard error over seeds. {STATISTICS_LEGEND}",
             "",
-            "| comparison | data | first | second | difference | 95% CI | McNemar p (b / c) | first higher |",
-            "|---|---|---|---|---|---|---|---|",
+            "| comparison | data | first | second | difference | " + STATISTICS_HEADER + " |",
+            "|---|---|---|---|---|" + "---|" * STATISTICS_COLUMNS,
             *lines,
             "",
         ]
     if plotted and all(len(d["gaps"].get("missing", [])) == d["n"] for _, d in plotted):
         lines += [
-            "No CI or McNemar p: these rows carry no per-problem test results (they were written "
+            "No bootstrap CI or McNemar p: these rows carry no per-problem test results (they were written "
             "before results rows recorded them), so each comparison has only its seed-paired "
-            "mean ± se.",
+            "mean ± se, its seed t interval and its sign count.",
             "",
         ]
     elif gaps:
         lines += [
-            "No CI or McNemar p (only the seed-paired mean ± se) where a pair of runs is not "
-            "compared problem by problem:",
+            "No bootstrap CI or McNemar p (only the seed-level statistics) where a pair of runs "
+            "is not compared problem by problem:",
             "",
             *gaps,
             "",
@@ -352,7 +401,8 @@ def teacher_differences(rows: list[dict[str, Any]], task: str) -> dict[tuple[str
     """(variant, fraction) -> the student's test accuracy minus its teacher's on the same
     problems (points): ``mean`` / ``se`` over seeds, ``n``, ``student`` and ``teacher``
     (mean accuracies), the paired bootstrap ``ci`` and McNemar ``p`` with ``b`` (student
-    right, teacher wrong) and ``c``. Only where every run of the cell records both its own
+    right, teacher wrong) and ``c``, and the seed-level ``seed_ci``, ``higher`` / ``lower`` /
+    ``equal`` and ``sign_p`` as in ``paired_differences``. Only where every run of the cell records both its own
     and its teacher's per-problem correctness (``teacher_test_correct``)."""
     result = {}
     for key, runs in runs_by_cell(rows, task, "test_accuracy").items():
@@ -366,10 +416,17 @@ def teacher_differences(rows: list[dict[str, Any]], task: str) -> dict[tuple[str
         differences = [100 * (b - c) / n for b, c, n in counts]
         mean, se = mean_se(differences)
         b, c = sum(x[0] for x in counts), sum(x[1] for x in counts)
+        higher, lower, equal = sign_counts(differences)
+        seed_interval = seed_t_interval(differences)
         result[key] = {
             "mean": mean,
             "se": se,
             "n": len(runs),
+            "seed_ci": seed_interval[1:] if seed_interval else None,
+            "higher": higher,
+            "lower": lower,
+            "equal": equal,
+            "sign_p": sign_test(higher, lower),
             "student": statistics.fmean(100 * float(r["test_accuracy"]) for r in runs),
             "teacher": statistics.fmean(
                 100 * r["teacher_test_correct"].count("1") / len(r["teacher_test_correct"])
@@ -391,18 +448,21 @@ def teacher_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
         return []
     lines = [
         "The student against its teacher (few-shot CoT) on the same test problems: the "
-        "student's accuracy minus the teacher's, points, mean ± se over seeds; 95% CI: paired "
-        "bootstrap over seeds and problems; McNemar p: exact, pooled (b: student right, "
-        "teacher wrong; c: the reverse). The teacher's unparseable answers count as wrong.",
+        "student's accuracy minus the teacher's, points, mean ± se over seeds; the statistics "
+        "as above, the student first (b: student right, teacher wrong; c: the reverse). The "
+        "teacher is one fixed set of answers, so only the student's seeds vary. The teacher's "
+        "unparseable answers count as wrong.",
         "",
-        "| student | data | student % | teacher % | difference | 95% CI | McNemar p (b / c) |",
-        "|---|---|---|---|---|---|---|",
+        "| student | data | student % | teacher % | difference | "
+        + statistics_header("student")
+        + " |",
+        "|---|---|---|---|---|" + "---|" * STATISTICS_COLUMNS,
     ]
     for (name, fraction), d in differences.items():
         lines.append(
             f"| {MODE_NAMES.get(name, name)} (n={d['n']}) | {100 * fraction:g}% "
             f"| {d['student']:.1f} | {d['teacher']:.1f} | {d['mean']:+.1f}{spread_text(d)} "
-            f"| {interval_text(d['ci'])} | {p_text(d['p'])} ({d['b']} / {d['c']}) |"
+            f"| {statistics_text(d)} |"
         )
     return [*lines, ""]
 
@@ -456,14 +516,21 @@ def percent(value: Any) -> str:
     return f"{100 * float(value):.1f}" if value is not None else ""
 
 
-def teacher_line(rows: list[dict[str, Any]], task: str) -> str | None:
-    """The teacher's test accuracy, as the runs recorded it: one figure, or, where runs
-    read different teachers' annotations (a weaker teacher's recipe), one per teacher,
-    naming the variants that read each (never a mean across teachers)."""
+def teacher_accuracies(rows: list[dict[str, Any]], task: str) -> dict[float, set[str]]:
+    """Each teacher test accuracy (%, one decimal) the task's runs recorded -> the variants
+    that read that teacher's annotations."""
     by_value: dict[float, set[str]] = {}
     for r in rows:
         if r["task"] == task and r.get("teacher_test_accuracy") is not None:
             by_value.setdefault(round(100 * r["teacher_test_accuracy"], 1), set()).add(variant(r))
+    return by_value
+
+
+def teacher_line(rows: list[dict[str, Any]], task: str) -> str | None:
+    """The teacher's test accuracy, as the runs recorded it: one figure, or, where runs
+    read different teachers' annotations (a weaker teacher's recipe), one per teacher,
+    naming the variants that read each (never a mean across teachers)."""
+    by_value = teacher_accuracies(rows, task)
     if not by_value:
         return None
     if len(by_value) == 1:
@@ -494,7 +561,22 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         f"bootstrap ({RESAMPLES:,} resamples, fixed seed: each draws the seeds with replacement, "
         "then each drawn seed's test problems with replacement, so both the seed-to-seed and the "
         "problem-to-problem variation count) and an exact two-sided McNemar p-value on the "
-        "discordant problems pooled over seeds (binomial, b + c trials, 1/2).",
+        "discordant problems pooled over seeds (binomial, b + c trials, 1/2). Every paired "
+        "difference also gets the seed-level statistics, which count each seed once however "
+        "many problems it answers: a 95% Student-t interval of the per-seed differences and a "
+        "sign count with its exact sign test.",
+        "",
+        "Which to read: the bootstrap CI is the headline interval, the only one that counts "
+        "both kinds of variation (another seed, and another draw of test problems). It errs "
+        "narrow: its seed part has no small-sample correction (resampling three seeds cannot "
+        "show more spread than those three did), and each seed's problems are drawn on their "
+        "own though the seeds share them. So the seed t interval is printed as its check: it "
+        "asks only whether another seed, on these test problems, would agree, with a t "
+        "quantile of 4.30 for three seeds. Where the t interval includes 0 and the bootstrap CI does not, the "
+        "seeds alone do not settle the sign of the difference, and a claim should say so. "
+        "The pooled McNemar p counts every seed's problems as independent, so it reads as "
+        '"these runs differ on these problems", not as a claim about seeds; the sign test '
+        "cannot go below 0.25 with three seeds.",
         "",
     ]
     for task, cells in sorted(table.items()):
@@ -520,7 +602,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
         lines += comparisons
         lines += teacher_lines(rows, task)
         lines += history_lines(rows, task)
-        pngs = plot_task(task, cells, teacher, output)
+        pngs = plot_task(task, cells, sorted(teacher_accuracies(rows, task)), output)
         pngs += plot_differences(task, plotted, output)
         for png in pngs:
             lines += [f"![{png.stem}]({png.name})", ""]
@@ -555,9 +637,18 @@ def wall_time_line(rows: list[dict[str, Any]]) -> str:
     return line
 
 
+def teacher_rules(axis: Any, teachers: list[float]) -> None:
+    """A dashed line at each teacher's accuracy; named by its value where there are several."""
+    for accuracy in teachers:
+        label = f"teacher (few-shot CoT){f' {accuracy:.1f}%' if len(teachers) > 1 else ''}"
+        axis.axhline(float(accuracy), color="gray", linestyle="--", label=label)
+
+
 def plot_task(
-    task: str, cells: dict[tuple[str, float], dict[str, Any]], teacher: float | None, output: Path
+    task: str, cells: dict[tuple[str, float], dict[str, Any]], teachers: list[float], output: Path
 ) -> list[Path]:
+    """The accuracy curves and the mode bar chart, each teacher's test accuracy (%) a dashed
+    line (numbers: a string would make matplotlib's y axis categorical)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -587,8 +678,7 @@ def plot_task(
                 capsize=4,
                 label=MODE_NAMES.get(name, name),
             )
-        if teacher is not None:
-            axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
+        teacher_rules(axis, teachers)
         axis.set_xscale("log", base=2)
         axis.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
         axis.set_xlabel("training data used (% of the training split)")
@@ -619,8 +709,8 @@ def plot_task(
         axis.set_xticks(
             list(positions), [MODE_NAMES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7
         )
-        if teacher is not None:
-            axis.axhline(teacher, color="gray", linestyle="--", label="teacher (few-shot CoT)")
+        if teachers:
+            teacher_rules(axis, teachers)
             axis.legend(fontsize=8)
         axis.set_ylabel("test accuracy (%)")
         axis.set_title(f"{task}: training modes at {100 * largest:g}% of the data", fontsize=10)

@@ -1,10 +1,13 @@
 """Paired statistics for the report: what a results row records of its run's test
-predictions, a paired bootstrap over seeds and problems, and the exact McNemar test.
+predictions, a paired bootstrap over seeds and problems, the exact McNemar test on the
+problems pooled over seeds, and the seed-level statistics (a Student-t interval and a
+sign test over the per-seed differences).
 
 Two runs of a comparison (same seed, same data, two modes) answer the same test
 problems, so they are compared problem by problem. On one problem the difference
 "A right − B right" is +1 (A right, B wrong: one of McNemar's ``b``), −1 (A wrong, B
-right: one of ``c``) or 0, so everything below needs only ``(b, c, n)`` per seed.
+right: one of ``c``) or 0, so the problem-level statistics need only ``(b, c, n)`` per seed; the seed-level ones
+need only each seed's difference.
 
 Pure functions: numpy and the standard library, no torch, no files.
 """
@@ -99,7 +102,13 @@ def paired_bootstrap(
     (which test problems happen to be in the split) both widen the interval; with one
     seed only the second is left. Drawing n problems whose differences are +1, −1 or 0
     with replacement is one multinomial draw of the three counts, so a resample costs
-    O(seeds), not O(problems)."""
+    O(seeds), not O(problems).
+
+    Two limits, both making the interval narrower than it should be: with few seeds the
+    seed stage cannot show more spread than the seeds drawn did (``seed_t_interval`` is the
+    check), and the seeds share their test problems, but each seed's are drawn on their
+    own, so a problem that splits the two recipes on every seed counts as independent
+    evidence each time."""
     if not counts:
         raise ValueError("no pairs")
     rng = np.random.default_rng(seed)
@@ -111,3 +120,77 @@ def paired_bootstrap(
         means[drawn] = (draws[:, 0] - draws[:, 1]) / n
     low, high = np.percentile(100 * means.mean(axis=1), [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
+
+
+# Seed-level statistics. The seed is what varies from one run of a recipe to the next
+# (its training data draw, its initialisation, its data order), so "would another seed
+# agree?" is asked of the per-seed differences alone: n seeds are n observations, however
+# many test problems each one answers. Above, the pooled McNemar test counts every seed's
+# problems as independent, and so it is no answer to that question.
+
+
+def t_two_sided_probability(t: float, df: int) -> float:
+    """P(|T| ≤ t) for Student's t with ``df`` (a positive integer) degrees of freedom, in
+    closed form (Abramowitz & Stegun 26.7.3-4): with θ = arctan(t / √df),
+    odd df: (2/π)·(θ + sin θ·(cos θ + (2/3)·cos³θ + … + (2·4···(df−3))/(1·3···(df−2))·cos^(df−2)θ)),
+    even df: sin θ·(1 + (1/2)·cos²θ + (1·3)/(2·4)·cos⁴θ + … + (1·3···(df−3))/(2·4···(df−2))·cos^(df−2)θ).
+    """
+    if df < 1 or int(df) != df:
+        raise ValueError(f"degrees of freedom must be a positive integer, not {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    sine, cosine = math.sin(theta), math.cos(theta)
+    if df % 2 == 1:
+        total, term = 0.0, cosine  # the bracket's terms: cos θ, (2/3)·cos³θ, …
+        for k in range(1, (df - 1) // 2 + 1):
+            total += term
+            term *= (2 * k) / (2 * k + 1) * cosine**2
+        return (2 / math.pi) * (theta + sine * total)
+    total, term = 0.0, 1.0  # 1, (1/2)·cos²θ, (1·3)/(2·4)·cos⁴θ, …
+    for k in range(1, df // 2 + 1):
+        total += term
+        term *= (2 * k - 1) / (2 * k) * cosine**2
+    return sine * total
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (the half-width of a
+    two-sided 95% interval in standard errors: 12.706 for df 1, 4.303 for 2, 1.960 as df
+    grows), by bisection on ``t_two_sided_probability`` to 1e-12."""
+    low, high = 0.0, 1.0
+    while t_two_sided_probability(high, df) < 0.95:
+        low, high = high, 2 * high
+    while high - low > 1e-12:
+        middle = (low + high) / 2
+        if t_two_sided_probability(middle, df) < 0.95:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def seed_t_interval(differences: Sequence[float]) -> tuple[float, float, float] | None:
+    """``(mean, low, high)``: the mean of the per-seed differences and its 95% Student-t
+    interval, mean ± t(0.975, n − 1)·s/√n, the seeds the only unit that varies (None for
+    fewer than two seeds: one seed says nothing of the next). With three seeds
+    t = 4.303, so the interval is wide unless the seeds agree closely."""
+    if len(differences) < 2:
+        return None
+    mean = float(np.mean(differences))
+    half = t_quantile_975(len(differences) - 1) * float(np.std(differences, ddof=1))
+    half /= math.sqrt(len(differences))
+    return mean, mean - half, mean + half
+
+
+def sign_counts(differences: Iterable[float]) -> tuple[int, int, int]:
+    """``(higher, lower, equal)``: on how many seeds the first side's accuracy was above,
+    below and equal to the second's."""
+    values = list(differences)
+    return sum(d > 0 for d in values), sum(d < 0 for d in values), sum(d == 0 for d in values)
+
+
+def sign_test(higher: int, lower: int) -> float:
+    """Exact two-sided sign test over seeds (ties left out): McNemar's binomial, on seeds
+    instead of problems, p = min(1, 2 · P(X ≤ min(higher, lower))), X ~ Bin(higher +
+    lower, 1/2). Its smallest value with n seeds is 2 / 2ⁿ: 0.25 for three, 0.0625 for
+    five, so three seeds that all agree are not by themselves significant at 0.05."""
+    return mcnemar_exact(higher, lower)

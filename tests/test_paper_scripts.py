@@ -207,7 +207,12 @@ def test_recipes_table_pairs_each_recipe_with_standard_per_task(scripts, tmp_pat
     # dss over its three seeds; the difference over the two paired ones, +25 each
     assert cells["dss"][0] == "75.0 ± 14.4 (3 seeds)"
     assert cells["dss"][1].startswith("+25.0 ± 0.0 [") and "p = 0.5" in cells["dss"][1]
+    assert cells["dss"][1].endswith("; seed t [+25.0, +25.0], 2 of 2 higher")
+    # one seed paired where standard ran two: no seed interval, and standard's mean on it
     assert cells["dss-llama3"][1].startswith("-50.0 [")
+    assert cells["dss-llama3"][1].endswith(
+        "; 0 of 1 higher (paired on 1 seed: standard 50.0 on it)"
+    )
     assert cells["dss"][2:] == ["not run", ""]
     with pytest.raises(SystemExit, match="expected COLUMN=RESULTS"):
         parse_source("no-equals-sign")

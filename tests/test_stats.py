@@ -1,4 +1,5 @@
-"""The report's paired statistics: correctness records, McNemar, the paired bootstrap."""
+"""The report's paired statistics: correctness records, McNemar, the paired bootstrap, and
+the seed-level t interval and sign test."""
 
 import math
 from fractions import Fraction
@@ -13,6 +14,11 @@ from stepdistill.stats import (
     mcnemar_exact,
     paired_bootstrap,
     paired_difference,
+    seed_t_interval,
+    sign_counts,
+    sign_test,
+    t_quantile_975,
+    t_two_sided_probability,
     teacher_record,
 )
 
@@ -118,3 +124,59 @@ def test_bootstrap_of_a_single_seed_matches_the_normal_approximation():
 
 def test_no_discordant_problems_gives_a_zero_interval():
     assert paired_bootstrap([(0, 0, 100), (0, 0, 100)]) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "df, quantile",
+    [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (5, 2.5706), (10, 2.2281)]
+    + [(30, 2.0423), (120, 1.9799)],
+)
+def test_t_quantile_matches_the_tables(df, quantile):
+    assert t_quantile_975(df) == pytest.approx(quantile, abs=1e-4)
+
+
+def test_t_quantile_tends_to_the_normal_and_is_exact_for_one_and_two_degrees():
+    assert t_quantile_975(10_000) == pytest.approx(1.95996, abs=3e-4)
+    # df 1 is the Cauchy, P(|T| ≤ t) = 2·arctan(t)/π: the quantile is tan(0.475π);
+    # df 2 has P(|T| ≤ t) = t / √(2 + t²): the quantile is √(2·0.95² / (1 − 0.95²))
+    assert t_quantile_975(1) == pytest.approx(math.tan(0.475 * math.pi), rel=1e-10)
+    assert t_quantile_975(2) == pytest.approx(math.sqrt(2 * 0.95**2 / (1 - 0.95**2)), rel=1e-10)
+
+
+def test_t_probability_against_numerical_integration_of_the_density():
+    for df in (3, 4, 7):
+        x = np.linspace(0, 2.5, 200_001)
+        density = (1 + x**2 / df) ** (-(df + 1) / 2)
+        density *= math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+        integral = 2 * float(np.sum((density[1:] + density[:-1]) / 2 * np.diff(x)))
+        assert t_two_sided_probability(2.5, df) == pytest.approx(integral, rel=1e-8)
+    with pytest.raises(ValueError, match="positive integer"):
+        t_two_sided_probability(1.0, 0)
+
+
+def test_seed_t_interval_by_hand():
+    # differences 1, 2, 3: mean 2, s = 1, se = 1/√3, half-width 4.3027/√3 = 2.4841
+    mean, low, high = seed_t_interval([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert (low, high) == (
+        pytest.approx(2 - 2.48414, abs=1e-4),
+        pytest.approx(2 + 2.48414, abs=1e-4),
+    )
+    # two seeds, +0.5 and +1.5: s = 1/√2, se = 1/2, t(1) = 12.706: [−5.35, +7.35]
+    _, low, high = seed_t_interval([0.5, 1.5])
+    assert (low, high) == (pytest.approx(1 - 6.3531, abs=1e-3), pytest.approx(1 + 6.3531, abs=1e-3))
+    assert seed_t_interval([4.0, 4.0, 4.0]) == (4.0, 4.0, 4.0)  # seeds that agree exactly
+    assert seed_t_interval([2.5]) is None and seed_t_interval([]) is None
+
+
+def test_sign_counts_and_the_exact_sign_test():
+    assert sign_counts([0.6, 0.6, 0.5]) == (3, 0, 0)
+    assert sign_counts([1.0, -0.5, 0.0, 0.0, 2.0]) == (2, 1, 2)
+    # all of n seeds on one side: p = 2 / 2**n, so three seeds can never reach 0.05
+    assert sign_test(3, 0) == pytest.approx(0.25)
+    assert sign_test(0, 3) == pytest.approx(0.25)
+    assert sign_test(5, 0) == pytest.approx(0.0625)
+    assert sign_test(6, 0) == pytest.approx(0.03125)
+    # 8 of 10: 2·(1 + 10 + 45)/1024 = 0.109375
+    assert sign_test(8, 2) == pytest.approx(0.109375)
+    assert sign_test(2, 1) == 1.0 and sign_test(0, 0) == 1.0

@@ -264,16 +264,16 @@ def test_report_tables_and_plots(tmp_path):
     # dss (45 + 10f + seed) − standard (40 + 10f + seed) = +5 in every seed; single is 41.
     assert (
         "| distilling step-by-step − standard fine-tuning (gold) | 100% | 56.0 ± 0.6 | 51.0 ± 0.6 "
-        "| +5.0 ± 0.0 | — | — | 3 of 3 |" in text
+        "| +5.0 ± 0.0 | — | [+5.0, +5.0] | — | 3 of 3 | 0.250 |" in text
     )
     assert (
         "| distilling step-by-step − single-task (rationale + label) | 12.5% | 47.2 ± 0.6 "
-        "| 43.2 ± 0.6 | +4.0 ± 0.0 | — | — | 3 of 3 |" in text
+        "| 43.2 ± 0.6 | +4.0 ± 0.0 | — | [+4.0, +4.0] | — | 3 of 3 | 0.250 |" in text
     )
     # what the teacher's labels cost: distill (38 + ...) − standard (40 + ...) = −2 everywhere
     assert (
         "| standard distillation (teacher labels) − standard fine-tuning (gold) | 100% | 49.0 ± 0.6 "
-        "| 51.0 ± 0.6 | -2.0 ± 0.0 | — | — | 0 of 3 |" in text
+        "| 51.0 ± 0.6 | -2.0 ± 0.0 | — | [-2.0, -2.0] | — | 0 of 3 | 0.250 |" in text
     )
     # standard on all data: 51.0 mean; dss reaches 46.25 + ... ≥ 51 first at 50% (51.0).
     assert (
@@ -284,7 +284,7 @@ def test_report_tables_and_plots(tmp_path):
         "| dss-1.0-2 |  |  | 57.0 |  /  |  |  |" in text
     )  # every run listed (these have no training-set size, valid accuracy, steps, ...)
     # rows without per-problem data: the seed-paired mean ± se only, and the report says why
-    assert "No CI or McNemar p: these rows carry no per-problem test results" in text
+    assert "No bootstrap CI or McNemar p: these rows carry no per-problem test results" in text
     for name in (
         "svamp-dss-vs-standard.png",
         "svamp-dss-vs-distill.png",
@@ -318,10 +318,13 @@ def test_paired_differences_pair_runs_by_seed():
     d = paired_differences(rows, "svamp", "dss", "standard")[1.0]
     assert (
         d["n"] == 2
-        and d["wins"] == 1
+        and (d["higher"], d["lower"], d["equal"]) == (1, 1, 0)
         and d["mean"] == pytest.approx(1.5)
         and d["se"] == pytest.approx(3.5)
     )
+    # the seeds' differences −2 and +5: t(1) = 12.706, so 1.5 ± 12.706 · 3.5 = [−43.0, +46.0]
+    assert d["seed_ci"] == (pytest.approx(-42.972, abs=1e-2), pytest.approx(45.972, abs=1e-2))
+    assert d["sign_p"] == 1.0
 
 
 def test_one_seed_shows_no_standard_error():
@@ -451,13 +454,20 @@ def test_report_gives_the_bootstrap_interval_and_the_mcnemar_p(tmp_path):
     assert (low, high) == paired_bootstrap([(3, 1, 20), (4, 0, 20), (4, 0, 20)])
     assert low < entry["mean"] < high and entry["gaps"] == {}
 
+    # seed level: differences 10, 20, 20 points: mean 16.67, s = 5.774, se = 3.333, so
+    # t(2) = 4.3027 gives 16.67 ± 14.34 = [+2.3, +31.0]; 3 of 3 higher, sign p = 0.25
+    assert entry["seed_ci"] == (pytest.approx(2.324, abs=1e-3), pytest.approx(31.009, abs=1e-3))
+    assert (entry["higher"], entry["lower"], entry["equal"], entry["sign_p"]) == (3, 0, 0, 0.25)
+
     text = report(results).read_text()
     line = (
         f"| distilling step-by-step − standard fine-tuning (gold) | 100% | 65.0 ± 2.9 | 48.3 ± 1.7 "
-        f"| +16.7 ± 3.3 | [{low:+.1f}, {high:+.1f}] | {entry['p']:.3f} (11 / 1) | 3 of 3 |"
+        f"| +16.7 ± 3.3 | [{low:+.1f}, {high:+.1f}] | [+2.3, +31.0] | {entry['p']:.3f} (11 / 1) "
+        "| 3 of 3 | 0.250 |"
     )
     assert line in text
-    assert "exact two-sided McNemar" in text and "No CI or McNemar p" not in text
+    assert "exact two-sided McNemar" in text and "No bootstrap CI or McNemar p" not in text
+    assert "the bootstrap CI is the headline interval" in text
     assert (results.parent / "report" / "svamp-differences.png").stat().st_size > 5_000
 
 
@@ -484,7 +494,13 @@ def test_the_student_is_compared_with_its_teacher_problem_by_problem(tmp_path):
     assert d["p"] == mcnemar_exact(5, 2)
     text = report(results).read_text()
     ci = f"[{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
-    line = f"| distilling step-by-step (n=2) | 100% | 85.0 | 70.0 | +15.0 ± 5.0 | {ci} | 0.453 (5 / 2) |"
+    # the seeds: +10 and +20 points, se 5, t(1) = 12.706: 15 ± 63.5 = [−48.5, +78.5]
+    assert d["seed_ci"] == (pytest.approx(-48.531, abs=1e-3), pytest.approx(78.531, abs=1e-3))
+    assert (d["higher"], d["lower"], d["sign_p"]) == (2, 0, 0.5)
+    line = (
+        f"| distilling step-by-step (n=2) | 100% | 85.0 | 70.0 | +15.0 ± 5.0 | {ci} "
+        "| [-48.5, +78.5] | 0.453 (5 / 2) | 2 of 2 | 0.500 |"
+    )
     assert line in text
 
 
@@ -503,7 +519,7 @@ def test_runs_tested_on_different_problems_are_not_paired_problem_by_problem(tmp
     for row in rows:
         append_result(results, row)
     text = report(results).read_text()
-    assert "| +25.0 ± 0.0 | — | — | 2 of 2 |" in text
+    assert "| +25.0 ± 0.0 | — | [+25.0, +25.0] | — | 2 of 2 | 0.500 |" in text
     assert "- dss − standard, 100%: the two runs were tested on different problems: seed 1" in text
 
 
@@ -547,7 +563,8 @@ def test_a_sweep_row_carries_its_runs_per_problem_correctness(tmp_path, monkeypa
         assert row["test_correct"] == "".join("1" if ok else "0" for ok in correct)
         assert row["test_ids"] == ids_digest(f"p{i}" for i in range(9))
     text = report(tmp_path / "out" / "results.jsonl").read_text()
-    assert "| 95% CI | McNemar p (b / c) |" in text and "No CI or McNemar p" not in text
+    assert "| two-level bootstrap 95% CI | seed t 95% | pooled McNemar p (b / c) |" in text
+    assert "No bootstrap CI or McNemar p" not in text
 
 
 def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal, tmp_path):
@@ -611,8 +628,9 @@ def test_a_tiny_sweep_end_to_end_records_each_runs_test_predictions(tiny_causal,
         if line.startswith("| distilling step-by-step − standard")
     ]
     cells = [cell.strip() for cell in line.strip("|").split("|")]
-    assert cells[5].startswith("[") and cells[6] != "—"  # a CI and a McNemar p
-    assert cells[7].endswith("of 2")  # two seeds paired
+    assert cells[5].startswith("[") and cells[7] != "—"  # a bootstrap CI and a McNemar p
+    assert cells[6].startswith("[")  # two seeds: a seed t interval
+    assert " of 2" in cells[8]  # two seeds paired ("0 of 2 (2 level)" where they tie)
 
 
 def test_a_list_of_grids_expands_each_and_order_by_seed_interleaves_them(tmp_path):
@@ -729,3 +747,34 @@ def test_the_report_shows_validation_after_each_epoch_and_the_kept_epoch(tmp_pat
     assert "| mode | data | 1 | 2 | 3 | kept |" in text
     assert "| distilling step-by-step | 100% | 25.0 | 35.0 | 45.0 | 2, 3 |" in text
     assert "| standard fine-tuning (gold) | 100% |" not in text.split("after each epoch")[1]
+
+
+def test_the_statistics_cells_of_one_seed_and_of_seeds_that_tie():
+    from stepdistill.report import statistics_text
+
+    one = {"ci": (-0.7, 0.3), "p": 0.476, "b": 345, "c": 365, "seed_ci": None, "n": 1}
+    one |= {"higher": 0, "lower": 1, "equal": 0, "sign_p": 1.0}
+    # one seed: a bootstrap over its problems, no seed interval, a sign test that says nothing
+    assert statistics_text(one) == "[-0.7, +0.3] | — | 0.476 (345 / 365) | 0 of 1 | 1.000"
+    tied = {"ci": None, "seed_ci": (-1.0, 3.0), "n": 4, "higher": 2, "lower": 0, "equal": 2}
+    tied |= {"sign_p": 0.5}
+    assert statistics_text(tied) == "— | [-1.0, +3.0] | — | 2 of 4 (2 level) | 0.500"
+
+
+def test_the_plots_draw_the_teacher_at_its_accuracy_on_a_numeric_axis(tmp_path, monkeypatch):
+    # the teacher's accuracy once reached the plots as the report's text ("77.5%"), which
+    # made matplotlib's y axis categorical: every curve lost its scale
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.axhline
+
+    def axhline(self, y=0, *args, **kwargs):
+        drawn.append(y)
+        return original(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", axhline)
+    results = tmp_path / "results.jsonl"
+    synthetic_results(results)
+    report(results)
+    assert drawn and all(isinstance(y, float) and y == pytest.approx(77.5) for y in drawn)

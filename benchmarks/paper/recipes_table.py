@@ -1,6 +1,9 @@
 """Issue 25's recipe table: each recipe's test accuracy (mean ± se over seeds) and its
-difference to standard fine-tuning, paired by seed, with the paired-bootstrap 95% CI and
-the exact McNemar p, one column group per results file. Reads only committed results
+difference to standard fine-tuning, paired by seed, with the two-level bootstrap 95% CI,
+the exact pooled McNemar p and the seed-level statistics (the seed t interval, on how many
+seeds the recipe was higher), one column group per results file. Where fewer seeds are
+paired than the baseline ran, the cell says so and gives the baseline's mean on the paired
+seeds: the difference is not the two accuracy columns subtracted. Reads only committed results
 files (through ``stepdistill.report``, so the figures are the reports'), prints markdown.
 
 Each argument is ``COLUMN=RESULTS`` or ``COLUMN:ROW SUFFIX=RESULTS``: results files that
@@ -49,9 +52,14 @@ def accuracy_text(cell: dict[str, Any] | None) -> str:
     return f"{cell['mean']:.1f} ± {cell['se']:.1f} ({cell['n']} seeds)"
 
 
-def difference_text(d: dict[str, Any] | None, baseline: bool) -> str:
-    """``−1.8 ± 1.2 [−5.0, +2.0], p = 0.34``; the CI and p only where every pair of runs
-    carries per-problem records; ``—`` for the baseline itself."""
+def difference_text(
+    d: dict[str, Any] | None, baseline: bool, baseline_seeds: int | None = None, name: str = ""
+) -> str:
+    """``−1.8 ± 1.2 [−5.0, +2.0], p = 0.34; seed t [−5.6, +2.0], 1 of 3 higher``: the
+    bootstrap CI and pooled p only where every pair of runs carries per-problem records,
+    the seed t interval from two seeds; and where fewer seeds are paired than the baseline
+    (``name``) ran (``baseline_seeds``), its mean on the paired ones. ``—`` for the
+    baseline itself."""
     if baseline:
         return "—"
     if d is None:
@@ -59,6 +67,13 @@ def difference_text(d: dict[str, Any] | None, baseline: bool) -> str:
     text = signed(d["mean"]) + spread_text(d)
     if d["ci"] is not None:
         text += f" {interval_text(d['ci'])}, p = {p_text(d['p'])}"
+    if d["seed_ci"] is not None:
+        text += f"; seed t {interval_text(d['seed_ci'])}"
+    text += f"{';' if d['seed_ci'] is None else ','} {d['higher']} of {d['n']} higher"
+    if baseline_seeds is not None and d["n"] < baseline_seeds:
+        seeds = "1 seed" if d["n"] == 1 else f"{d['n']} seeds"
+        them = "it" if d["n"] == 1 else "them"
+        text += f" (paired on {seeds}: {name} {d['second']['mean']:.1f} on {them})"
     return text
 
 
@@ -85,6 +100,7 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
     found: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any] | None]]] = {}
     groups: dict[str, int] = {}  # a row group (a suffix, a fraction) -> its place
     order: dict[str, tuple[int, bool, int]] = {}  # a row -> (group, not baseline, mode)
+    name_group: dict[str, str] = {}  # a row -> its group, to find the baseline's row
     for column, suffix, path in sources:
         if not path.is_file():
             raise SystemExit(f"{path}: no such results file")
@@ -101,12 +117,16 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
                 recipe + group, (groups[group], recipe != baseline, mode_order(recipe))
             )
             found.setdefault(recipe + group, {})[column] = value
+            name_group[recipe + group] = group
     # rows in groups (a suffix, a fraction) in the order the files list them, the
     # baseline first in each, then the recipes in the report's order (others last)
     names = sorted(found, key=order.__getitem__)
     header = ["recipe"]
     for column in columns:
-        header += [f"{column} test %", f"{column}: − {baseline} [95% CI], McNemar p"]
+        header += [
+            f"{column} test %",
+            f"{column}: − {baseline} [bootstrap 95% CI], McNemar p; seed t 95%, seeds higher",
+        ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         cells = [name]
@@ -116,7 +136,12 @@ def table(sources: list[tuple[str, str, Path]], baseline: str = "standard") -> s
                 continue
             cell, difference = found[name][column]
             is_baseline = not order[name][1]
-            cells += [accuracy_text(cell), difference_text(difference, is_baseline)]
+            partner = found.get(baseline + name_group[name], {}).get(column)
+            seeds = partner[0]["n"] if partner else None
+            cells += [
+                accuracy_text(cell),
+                difference_text(difference, is_baseline, seeds, baseline),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
