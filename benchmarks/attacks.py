@@ -198,7 +198,7 @@ def attack_serve() -> None:
             f"{sorted(r.status_code for r in responses)} after {time.perf_counter() - start:.2f} s"
         )
         slow.seconds = 0
-    from stepdistill.request_batching import Batcher
+    from stepdistill.serve.batching import Batcher
 
     batcher = Batcher(lambda k, items: time.sleep(1) or items, enabled=False)
     for i in range(400):

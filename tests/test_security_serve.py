@@ -16,8 +16,8 @@ import httpx
 import pytest
 from serve_helpers import running_server
 
-from stepdistill.request_batching import Batcher, Expired, QueueFull, ShuttingDown
 from stepdistill.serve import ServeSettings, serve
+from stepdistill.serve.batching import Batcher, Expired, QueueFull, ShuttingDown
 
 KEY = "clé-sécurité"  # non-ASCII: a UTF-8 client sends it as UTF-8 bytes
 AUTH = {"Authorization": "Bearer " + KEY}
