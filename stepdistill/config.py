@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .modes import MODES
+from .modes import MODES, Mode
 
 RATIONALE_SOURCES = ("teacher", "human")
 LABEL_SOURCES = ("gold", "teacher")
@@ -152,6 +152,11 @@ class TrainConfig:
     """Where the training log also goes, as in Hugging Face's trainer: auto (TensorBoard,
     into <run>/tensorboard/, when the tensorboard package is installed), none, all
     (every installed one of tensorboard, wandb, mlflow), or a comma-separated list."""
+
+    @property
+    def mode_spec(self) -> Mode:
+        """The recipe's row of the modes table (the name is checked when the config is made)."""
+        return MODES[self.mode]
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -15,7 +15,6 @@ from .data import load_splits
 from .inference import student_labels
 from .io import read_jsonl, write_json, write_jsonl
 from .metrics import accuracy_rows, is_correct, labelled_accuracy
-from .modes import get_mode
 from .run_folder import load_run
 from .student import Student
 from .training_data import evaluation_inputs
@@ -39,7 +38,7 @@ def evaluate(
     the run's ``device`` setting)."""
     run = load_run(run_dir)
     task, config = run.task, run.config
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     run_limit = min(
         filter(None, (config.eval_limit, config.valid_limit if split == "valid" else None)),
         default=None,

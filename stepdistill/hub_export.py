@@ -24,7 +24,7 @@ import yaml
 from .encode import is_seq2seq
 from .io import atomic_write_text
 from .models import BUILTIN_STUDENTS, load_student
-from .modes import LABEL_PREFIX, RATIONALE_PREFIX, get_mode, variant
+from .modes import LABEL_PREFIX, RATIONALE_PREFIX, variant
 from .run_folder import Run, load_run
 
 CONFIG_COPY = "stepdistill_config.yaml"
@@ -110,7 +110,7 @@ def card_body(
     run: Run, metrics: dict[str, Any], seq2seq: bool, name: str, label_budget: int
 ) -> str:
     config, task = run.config, run.task
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     accuracy = test_accuracy(metrics)
     recipe = config.recipe or variant(config.mode, config.label_source, config.rationale_filter)
     teacher = config.teacher + (
@@ -282,7 +282,7 @@ def export_hf(
     metrics = read_metrics(path)
     model, tokenizer = load_student(str(path / "model"))
     seq2seq = is_seq2seq(model.config)
-    budget = get_mode(run.config.mode).label_budget(
+    budget = run.config.mode_spec.label_budget(
         run.task.max_label_tokens, run.config.max_rationale_tokens
     )
     generation = model.generation_config

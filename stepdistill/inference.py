@@ -482,7 +482,7 @@ def student_labels(
 ) -> list[dict[str, Any]]:
     """A run's labels for examples, read as its config says (``label_scoring``): what
     training's validation and test, and ``evaluate``, score."""
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     inputs = [example.input for example in examples]
     if config.label_scoring == "candidates":
         candidates = check_candidates(task, examples)

@@ -239,6 +239,46 @@ def variant(mode: str, label_source: str, rationale_filter: bool = False) -> str
     return name
 
 
+TITLES = {
+    "standard": "standard fine-tuning (gold)",
+    "distill": "standard distillation (teacher labels)",
+    "dss": "distilling step-by-step",
+    "dss-teacher": "distilling step-by-step (teacher labels)",
+    "single": "single-task (rationale + label)",
+    "single-teacher": "single-task (teacher labels)",
+    "label-first": "label-first (label, then rationale)",
+    "label-first-split": "label-first, L_label + λ·L_rationale in one sequence",
+    "dss-filtered": "DSS, rationales only where the teacher is right",
+    "dss-llama3": "DSS on Llama-3's rationales (a weaker teacher)",
+    "dss-two-teachers": "DSS on PaLM's and Llama-3's rationales (two rows)",
+    "dss-human": "DSS on human rationales",
+}
+"""What the report calls each variant (a mode, or a mode with its label source, filter or
+rationale source: ``variant``), in the order its tables list them."""
+
+COMPARISONS = (
+    ("dss", "standard"),
+    ("dss", "single"),
+    ("dss-teacher", "distill"),
+    ("distill", "standard"),
+    ("dss-teacher", "dss"),
+    ("label-first", "standard"),
+    ("dss-filtered", "standard"),
+    ("label-first", "dss"),
+    ("label-first-split", "standard"),
+    ("label-first-split", "label-first"),
+    ("dss-filtered", "dss"),
+    ("dss-llama3", "standard"),
+    ("dss-llama3", "dss"),
+    ("dss-two-teachers", "standard"),
+    ("dss-two-teachers", "dss"),
+    ("dss-human", "dss"),
+)
+"""The paper's claims as pairs: DSS against standard fine-tuning, against single-task
+training, and (teacher labels only) against standard distillation; then what training on
+the teacher's labels instead of gold ones costs standard training and DSS."""
+
+
 def with_rationale_input(text: str, rationale: str | None) -> str:
     """The input of a rationale-input example: x, then the rationale (the paper's Eq. 2)."""
     return f"{text}{RATIONALE_INPUT_MARKER}{rationale}" if rationale else text

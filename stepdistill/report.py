@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_text
+from .modes import COMPARISONS, TITLES
 from .modes import variant as mode_variant
 from .results import first_of_each_run, read_results
 from .stats import (
@@ -41,21 +42,6 @@ from .stats import (
     sign_counts,
     sign_test,
 )
-
-MODE_NAMES = {
-    "standard": "standard fine-tuning (gold)",
-    "distill": "standard distillation (teacher labels)",
-    "dss": "distilling step-by-step",
-    "dss-teacher": "distilling step-by-step (teacher labels)",
-    "single": "single-task (rationale + label)",
-    "single-teacher": "single-task (teacher labels)",
-    "label-first": "label-first (label, then rationale)",
-    "label-first-split": "label-first, L_label + λ·L_rationale in one sequence",
-    "dss-filtered": "DSS, rationales only where the teacher is right",
-    "dss-llama3": "DSS on Llama-3's rationales (a weaker teacher)",
-    "dss-two-teachers": "DSS on PaLM's and Llama-3's rationales (two rows)",
-    "dss-human": "DSS on human rationales",
-}
 
 
 def variant(row: dict[str, Any]) -> str:
@@ -102,28 +88,6 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, float], d
 
 
 PRECISION = {True: "bf16", False: "fp32"}
-
-COMPARISONS = (
-    ("dss", "standard"),
-    ("dss", "single"),
-    ("dss-teacher", "distill"),
-    ("distill", "standard"),
-    ("dss-teacher", "dss"),
-    ("label-first", "standard"),
-    ("dss-filtered", "standard"),
-    ("label-first", "dss"),
-    ("label-first-split", "standard"),
-    ("label-first-split", "label-first"),
-    ("dss-filtered", "dss"),
-    ("dss-llama3", "standard"),
-    ("dss-llama3", "dss"),
-    ("dss-two-teachers", "standard"),
-    ("dss-two-teachers", "dss"),
-    ("dss-human", "dss"),
-)
-"""The paper's claims as pairs: DSS against standard fine-tuning, against single-task
-training, and (teacher labels only) against standard distillation; then what training on
-the teacher's labels instead of gold ones costs standard training and DSS."""
 
 
 CURVE_PLOTS = (
@@ -267,8 +231,8 @@ def interval_text(ci: tuple[float, float]) -> str:
 
 
 def mode_order(name: str) -> int:
-    """Where a variant sits in the report's tables: as ``MODE_NAMES`` lists it, others last."""
-    return list(MODE_NAMES).index(name) if name in MODE_NAMES else len(MODE_NAMES)
+    """Where a variant sits in the report's tables: as ``TITLES`` lists it, others last."""
+    return list(TITLES).index(name) if name in TITLES else len(TITLES)
 
 
 def runs_by_cell(
@@ -341,7 +305,7 @@ def comparison_lines(
     for better, baseline in COMPARISONS:
         for fraction, d in paired_differences(rows, task, better, baseline).items():
             lines.append(
-                f"| {MODE_NAMES[better]} − {MODE_NAMES[baseline]} | {100 * fraction:g}% "
+                f"| {TITLES[better]} − {TITLES[baseline]} | {100 * fraction:g}% "
                 f"| {side_text(d['first'], d['n'])} | {side_text(d['second'], d['n'])} "
                 f"| {d['mean']:+.1f}{spread_text(d)} | {statistics_text(d)} |"
             )
@@ -460,7 +424,7 @@ def teacher_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
     ]
     for (name, fraction), d in differences.items():
         lines.append(
-            f"| {MODE_NAMES.get(name, name)} (n={d['n']}) | {100 * fraction:g}% "
+            f"| {TITLES.get(name, name)} (n={d['n']}) | {100 * fraction:g}% "
             f"| {d['student']:.1f} | {d['teacher']:.1f} | {d['mean']:+.1f}{spread_text(d)} "
             f"| {statistics_text(d)} |"
         )
@@ -504,7 +468,7 @@ def history_lines(rows: list[dict[str, Any]], task: str) -> list[str]:
             kept.append(f"{float(best['epoch']):g}")
         cells = [f"{statistics.fmean(by_epoch[e]):.1f}" if by_epoch[e] else "" for e in epochs]
         lines.append(
-            f"| {MODE_NAMES.get(name, name)} | {100 * fraction:g}% | "
+            f"| {TITLES.get(name, name)} | {100 * fraction:g}% | "
             + " | ".join(cells)
             + f" | {', '.join(kept)} |"
         )
@@ -596,7 +560,7 @@ def report(results: str | Path, output: str | Path | None = None) -> Path:
             for fraction in fractions:
                 cell = cells.get((name, fraction))
                 cells_text.append(cell_text(cell))
-            lines.append(f"| {MODE_NAMES.get(name, name)} | " + " | ".join(cells_text) + " |")
+            lines.append(f"| {TITLES.get(name, name)} | " + " | ".join(cells_text) + " |")
         lines.append("")
         comparisons, plotted = comparison_lines(rows, task, cells)
         lines += comparisons
@@ -676,7 +640,7 @@ def plot_task(
                 yerr=[c["se"] for _, c in points],
                 marker="o",
                 capsize=4,
-                label=MODE_NAMES.get(name, name),
+                label=TITLES.get(name, name),
             )
         teacher_rules(axis, teachers)
         axis.set_xscale("log", base=2)
@@ -684,7 +648,7 @@ def plot_task(
         axis.set_xlabel("training data used (% of the training split)")
         axis.set_ylabel("test accuracy (%)")
         axis.set_title(
-            f"{task}: distilling step-by-step vs {MODE_NAMES[baseline].split(' (')[0]}", fontsize=10
+            f"{task}: distilling step-by-step vs {TITLES[baseline].split(' (')[0]}", fontsize=10
         )
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -694,7 +658,7 @@ def plot_task(
         plt.close(figure)
         written.append(path)
     largest = max(fractions)
-    bars = [(name, cells[(name, largest)]) for name in MODE_NAMES if (name, largest) in cells]
+    bars = [(name, cells[(name, largest)]) for name in TITLES if (name, largest) in cells]
     if bars:
         figure, axis = plt.subplots(figsize=(7, 4))
         positions = range(len(bars))
@@ -707,7 +671,7 @@ def plot_task(
             alpha=0.8,
         )
         axis.set_xticks(
-            list(positions), [MODE_NAMES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7
+            list(positions), [TITLES[name].replace(" (", "\n(") for name, _ in bars], fontsize=7
         )
         if teachers:
             teacher_rules(axis, teachers)

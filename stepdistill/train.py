@@ -55,7 +55,7 @@ from .lora import apply_lora
 from .master_weights import MasterWeights
 from .metrics import accuracy_rows
 from .models import load_student
-from .modes import LABEL, RATIONALE, Mode, get_mode
+from .modes import LABEL, RATIONALE, Mode
 from .optimizer import make_optimizer, seed_everything
 from .packing import IGNORE, collate, micro_batches, row_length, target_tokens
 from .parallel import Processes, shard
@@ -353,7 +353,7 @@ def setup(
     processes = Processes(device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     task = task or load_task(config.task)
     items, skipped, valid, test = training_split(config, task, mode)
 

@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import Example
 from .encode import EncodedRow, encode_prompt, encode_target
 from .io import read_jsonl
-from .modes import LABEL, RATIONALE, Mode, get_mode, with_rationale_input
+from .modes import LABEL, RATIONALE, Mode, with_rationale_input
 from .tasks import Task
 
 
@@ -33,12 +33,12 @@ class TrainingExample:
 
 def uses_teacher_labels(config: TrainConfig) -> bool:
     """Whether the run trains on the teacher's labels (distill, or the unlabeled setting)."""
-    return get_mode(config.mode).teacher_labels(config.label_source)
+    return config.mode_spec.teacher_labels(config.label_source)
 
 
 def needs_annotations(config: TrainConfig) -> bool:
     """Whether training reads a rationale dataset: for the teacher's labels or rationales."""
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     return uses_teacher_labels(config) or (
         mode.reads_rationale and config.rationale_source == "teacher"
     )
@@ -73,7 +73,7 @@ def rationale_for(
     config: TrainConfig, task: Task, example: Example, note: dict[str, Any]
 ) -> str | None:
     """The rationale a mode trains on: the teacher's, or the dataset's human-written one."""
-    if not get_mode(config.mode).reads_rationale:
+    if not config.mode_spec.reads_rationale:
         return None
     if config.rationale_source == "human":
         if not task.human_rationale_field:
@@ -105,7 +105,7 @@ def training_examples(
     task: Task,
 ) -> tuple[list[TrainingExample], dict[str, int]]:
     """Pick each example's targets for the mode; count what had to be skipped and why."""
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     teacher_labels = mode.teacher_labels(config.label_source)
     others = [load_annotations(folder, "train") for folder in more_rationale_folders(config)]
     chosen: list[TrainingExample] = []
@@ -136,7 +136,7 @@ def more_rationale_folders(config: TrainConfig) -> list[Path]:
     """The extra rationale datasets of ``more_rationales`` (only a mode that trains a
     rationale task can use them: one more ``[rationale]`` row each)."""
     folders = [Path(p.strip()) for p in (config.more_rationales or "").split(",") if p.strip()]
-    if folders and not get_mode(config.mode).rationale_task:
+    if folders and not config.mode_spec.rationale_task:
         raise ValueError(
             f"more_rationales needs a mode with a rationale task (dss), not {config.mode}"
         )
@@ -154,7 +154,7 @@ def evaluation_inputs(
     """Evaluation inputs of a rationale-input mode: x plus the rationale for that example,
     from the teacher's stored rationales of ``split`` (the dataset's own, for human
     rationales). An error when the teacher's were never made: evaluation asks no teacher."""
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     notes = (
         {}
         if config.rationale_source == "human"
@@ -193,7 +193,7 @@ def encode_example(
     tokenizer: Any, config: TrainConfig, item: TrainingExample, seq2seq: bool
 ) -> list[EncodedRow]:
     """The token rows one example contributes to a step (two for dss)."""
-    mode = get_mode(config.mode)
+    mode = config.mode_spec
     return [
         split_row(tokenizer, config, item, target, seq2seq)
         if target.label_part is not None
