@@ -145,7 +145,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             print(f"  failed requests: {count} x {reason}")
         if s.get("failed_ids"):
             more = sum(s["failures"].values()) - len(s["failed_ids"])
-            print(f"  failed rows: {', '.join(s['failed_ids'])}{f' and {more} more' if more > 0 else ''}")
+            print(
+                f"  failed rows: {', '.join(s['failed_ids'])}{f' and {more} more' if more > 0 else ''}"
+            )
     usage = summary["usage"]
     print(
         f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion; cost ${usage['cost_usd']:.4f}"

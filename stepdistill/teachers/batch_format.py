@@ -51,7 +51,9 @@ class CustomIdPattern:
             try:
                 self.regex = re.compile(pattern)
             except re.error as error:
-                raise DataError(f"custom_id pattern {pattern!r}: not a valid regex: {error}") from None
+                raise DataError(
+                    f"custom_id pattern {pattern!r}: not a valid regex: {error}"
+                ) from None
             return
         names = re.findall(r"{([^{}]*)}", pattern)
         unknown = sorted(set(names) - set(FIELDS))
@@ -124,7 +126,10 @@ def result_of(record: dict[str, Any], line: int = 0) -> BatchResult:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             message = " ".join(str(body["error"].get("message") or "").split())[:200]
         return BatchResult(
-            cid, None, f"batch failed: status {status}{f': {message}' if message else ''}", line=line
+            cid,
+            None,
+            f"batch failed: status {status}{f': {message}' if message else ''}",
+            line=line,
         )
     text = completion_text(body)
     if text is None:

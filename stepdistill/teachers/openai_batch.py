@@ -463,7 +463,9 @@ class OpenAIBatchTeacher(OpenAITeacher):
                         if result.text is not None or result.custom_id not in results:
                             results[result.custom_id] = result
         entry["failed"] = sorted(
-            cid for cid in entry["requests"] if results.get(cid) is None or results[cid].text is None
+            cid
+            for cid in entry["requests"]
+            if results.get(cid) is None or results[cid].text is None
         )
         if unreadable:
             entry["unreadable_lines"] = unreadable[:20]
