@@ -84,6 +84,10 @@ def config_from_args(
     return load_config(args.config, values)
 
 
+TEXT_OPTIONS = {"custom_id"}
+"""Teacher options taken as written, not read as YAML."""
+
+
 def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
     """--model / --base-url / --temperature and repeated --option key=value (YAML values)."""
     import yaml
@@ -93,7 +97,9 @@ def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--option expects key=value, got {item!r}")
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        name = key.strip().replace("-", "_")
+        # A custom_id pattern is text ("{split}-{row}" would read as YAML flow mapping).
+        options[name] = value if name in TEXT_OPTIONS else yaml.safe_load(value)
     for name in ("model", "base_url", "temperature", "concurrency"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
