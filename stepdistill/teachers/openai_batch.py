@@ -121,6 +121,8 @@ class OpenAIBatchTeacher(OpenAITeacher):
         """Ids of the batches this process created (for the summary)."""
         self.resumed: list[str] = []
         """Ids of batches sent by an earlier run, collected by this one."""
+        self.unreadable: dict[str, int] = {}
+        """Batch id -> lines of its output files that were not JSON (or had no custom_id)."""
         self._client: Any = None
 
     # The state file -------------------------------------------------------------------
@@ -158,6 +160,7 @@ class OpenAIBatchTeacher(OpenAITeacher):
         return {
             "batches_created": list(self.created),
             "batches_resumed": list(self.resumed),
+            **({"unreadable_lines": dict(self.unreadable)} if self.unreadable else {}),
             "state": str(self.state_path),
         }
 
@@ -198,6 +201,9 @@ class OpenAIBatchTeacher(OpenAITeacher):
         Requests that the budget cannot hold are in neither: not asked."""
         identity = canonical(self.identity)
         entries = state["batches"]
+        mine = [canonical(entry["identity"]) == identity for entry in entries]
+        handed = [set(entry.get("handed", ())) for entry in entries]
+        failed = [set(entry.get("failed", ())) for entry in entries]
         covered: dict[str, list[Request]] = {}
         live: list[Request] = []
         fresh: list[Request] = []
@@ -206,13 +212,12 @@ class OpenAIBatchTeacher(OpenAITeacher):
             owner = None
             failed_before = False
             for index in range(len(entries) - 1, -1, -1):  # the newest batch first
-                entry = entries[index]
-                if canonical(entry["identity"]) != identity or entry["requests"].get(cid) != sha:
+                if not mine[index] or entries[index]["requests"].get(cid) != sha:
                     continue
-                if cid not in entry.get("handed", ()):
+                if cid not in handed[index]:
                     owner = str(index)
                     break
-                failed_before = failed_before or cid in entry.get("failed", ())
+                failed_before = failed_before or cid in failed[index]
             if owner is not None:
                 covered.setdefault(owner, []).append(request)
                 # Already sent (paid for): held whatever the limits.
@@ -468,7 +473,9 @@ class OpenAIBatchTeacher(OpenAITeacher):
             if results.get(cid) is None or results[cid].text is None
         )
         if unreadable:
+            # Their requests have no result (failed); the summary says which lines.
             entry["unreadable_lines"] = unreadable[:20]
+            self.unreadable[str(entry["id"])] = len(unreadable)
         entry["done"] = True
         self.save_state(state)
         return results
