@@ -52,7 +52,7 @@ class BatchState:
     retrieves: Counter = field(default_factory=Counter)
     live: Counter = field(default_factory=Counter)  # prompts asked on the normal API
     headers_seen: set = field(default_factory=set)
-    # custom_id -> None (answered) or "error" / "status" / "null" / "missing".
+    # custom_id -> None (answered) or "error" / "status" / "null" / "missing" / "garbage".
     plan: Callable[[str], str | None] = lambda custom_id: None
     polls: int = 2  # retrieves before a batch completes
     hold: bool = False  # never complete (a batch still running when the client is killed)
@@ -73,6 +73,9 @@ def _finish(state: BatchState, batch: dict) -> None:
         base = {"id": f"batch_req_{number}", "custom_id": cid}
         if fault == "missing":
             continue
+        if fault == "garbage":  # a torn line in place of this request's result
+            output.append({"torn": '{"custom_id": "' + cid + '", "resp'})
+            continue
         if fault == "error":
             errors.append(
                 {**base, "response": None, "error": {"code": "server_error", "message": "boom"}}
@@ -90,16 +93,20 @@ def _finish(state: BatchState, batch: dict) -> None:
     for kind, rows in (("output_file_id", output), ("error_file_id", errors)):
         if rows:
             file_id = f"file-{kind[:3]}-{batch['id']}"
-            content = "".join(json.dumps(row) + "\n" for row in rows).encode()
+            content = "".join(
+                (row["torn"] if "torn" in row else json.dumps(row)) + "\n" for row in rows
+            ).encode()
             state.files[file_id] = ("batch_output", content)
             batch[kind] = file_id
     batch["status"] = state.status
     batch["request_counts"] = {
         "total": len(data.decode().splitlines()),
-        "completed": len([r for r in output if (r["response"] or {}).get("status_code") == 200]),
+        "completed": len(
+            [r for r in output if (r.get("response") or {}).get("status_code") == 200]
+        ),
         "failed": len(errors)
-        + len([r for r in output if r["response"] is None])
-        + len([r for r in output if (r["response"] or {}).get("status_code", 200) != 200]),
+        + len([r for r in output if r.get("response") is None])
+        + len([r for r in output if (r.get("response") or {}).get("status_code", 200) != 200]),
     }
 
 

@@ -308,3 +308,13 @@ def test_unknown_option_and_unreadable_state_are_one_line_errors(tmp_path):
         pytest.raises(ValueError, match=r"batches.json:1: batch state is not JSON"),
     ):
         run_batch(task, tmp_path / "p", url)
+
+
+def test_an_unreadable_output_line_fails_only_its_row_and_is_reported(tmp_path):
+    task = make_toy_task(tmp_path, count=6)
+    with batch_server(BatchState(plan={"toy-train-2-0": "garbage"}.get)) as (url, _):
+        summary = run_batch(task, tmp_path / "out", url)
+    split = summary["splits"]["train"]
+    assert split["parsed"] == 5 and split["failed_ids"] == ["train-2"]
+    assert split["failures"] == {"batch failed: no result (batch completed)": 1}
+    assert summary["backend"]["unreadable_lines"] == {"batch_1": 1}
