@@ -318,3 +318,12 @@ def test_an_unreadable_output_line_fails_only_its_row_and_is_reported(tmp_path):
     assert split["parsed"] == 5 and split["failed_ids"] == ["train-2"]
     assert split["failures"] == {"batch failed: no result (batch completed)": 1}
     assert summary["backend"]["unreadable_lines"] == {"batch_1": 1}
+
+
+def test_more_requests_than_a_batch_holds_make_several_batches_polled_together(tmp_path):
+    task = make_toy_task(tmp_path, count=12)
+    with batch_server(BatchState(seed=1)) as (url, state):
+        summary = run_batch(task, tmp_path / "out", url, max_batch_requests=5)
+    assert state.created == 3 and [len(lines) for lines in uploaded(state)] == [5, 5, 2]
+    assert summary["backend"]["batches_created"] == ["batch_1", "batch_2", "batch_3"]
+    assert summary["splits"]["train"]["parsed"] == 12
