@@ -17,6 +17,8 @@ From the command line::
         --model Qwen/Qwen2.5-7B-Instruct --concurrency 32 --samples 4 --temperature 0.7 --filter-correct
     stepdistill annotate --task svamp --teacher hf --model HuggingFaceTB/SmolLM2-1.7B-Instruct
     stepdistill annotate --task svamp --teacher store --option path=annotations/svamp-openai/store.sqlite
+    stepdistill annotate --task svamp --teacher openai-batch --model gpt-4o-mini --retry-failed
+    stepdistill annotate --task svamp --teacher replay --option batch_output=batch_output.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .annotations import default_folder, rationale_row
-from .cost import Budget, count_tokens, load_prices, price_of
+from .cost import Budget, batch_prices, count_tokens, load_prices, price_of
 from .data import Example, load_splits
 from .io import write_json, write_jsonl
 from .parse import OK
@@ -93,12 +95,21 @@ def annotate(
     if store is not False and (store is not None or not backend.stored):
         cache = Store(Path(store) if isinstance(store, str | Path) else output / "store.sqlite")
         backend = CachingTeacher(backend, cache)
+    # A backend may keep state of its own beside the store (a batch's id).
+    backend.folder = cache.path.parent if cache is not None else output
+    backend.quiet = quiet
     price_table = prices if isinstance(prices, dict) else load_prices(prices)
+    # A batch backend is priced at batch prices; what it retries on the normal API
+    # (reserved "live") at the normal ones.
+    live_prices = price_table if backend.batch else None
+    price_table = batch_prices(price_table) if backend.batch else price_table
     model = (backend.identity or {}).get("model")
     try:
         if estimate:
             return estimate_cost(task, backend, requests, price_table, model)
-        budget = Budget(model, price_table, max_cost=max_cost, max_tokens=max_tokens)
+        budget = Budget(
+            model, price_table, max_cost=max_cost, max_tokens=max_tokens, live_prices=live_prices
+        )
         # A backend that runs requests concurrently counts those in flight against it.
         backend.budget = budget
         summary: dict[str, Any] = {
@@ -106,8 +117,11 @@ def annotate(
             "teacher": teacher_name,
             "model": model,
             "samples": samples,
+            **({"pricing": "batch"} if backend.batch else {}),
             "splits": {},
         }
+        # A batch backend sends every split's requests in one batch now.
+        backend.submit([r for split_requests in requests.values() for r in split_requests])
         for split, split_requests in requests.items():
             if budget.exhausted():
                 break
@@ -157,6 +171,8 @@ def annotate(
                     6,
                 ),
             }
+        if account := backend.account():
+            summary["backend"] = account
         if budget.stopped:
             summary["stopped"] = budget.stopped
         write_json(output / "summary.json", summary)
@@ -229,9 +245,11 @@ def annotate_examples(
 
 
 def failure_reason(error: str) -> str:
-    """The kind of a request failure, without its message: ``retries exhausted: RateLimitError 429``."""
+    """The kind of a request failure, without its message: ``retries exhausted: RateLimitError 429``,
+    ``batch failed: status 500``."""
     parts = error.split(": ")
-    return ": ".join(parts[:2]) if parts[0] == "retries exhausted" and len(parts) > 1 else parts[0]
+    two = parts[0] in ("retries exhausted", "batch failed") and len(parts) > 1
+    return ": ".join(parts[:2]) if two else parts[0]
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -248,6 +266,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     failures = Counter(failure_reason(row["error"]) for row in rows if row.get("error"))
     if failures:
         summary["failures"] = dict(failures)
+        # Which rows (a rerun asks them again), the first FAILED_IDS_SHOWN of them.
+        failed = [
+            row["id"] + (f"#{row['sample']}" if "sample" in row else "")
+            for row in rows
+            if row.get("error")
+        ]
+        summary["failed_ids"] = failed[:FAILED_IDS_SHOWN]
     if labelled:
         correct = sum(bool(row["teacher_correct"]) for row in labelled)
         summary["teacher_correct"] = correct
@@ -255,6 +280,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         summary["teacher_accuracy"] = correct / len(labelled)
     return summary
 
+
+FAILED_IDS_SHOWN = 100
+"""Most ids of failed rows a split's summary names."""
 
 LOW_PARSE_RATE = 0.5
 """Below this share of parsed answers a split gets a warning: the task's parser most
@@ -300,6 +328,7 @@ def estimate_cost(
         "task": task.name,
         "model": model,
         "priced": (model or "") in prices,
+        **({"pricing": "batch"} if backend.batch else {}),
         "splits": {},
     }
     totals: Counter[str] = Counter()

@@ -84,6 +84,10 @@ def config_from_args(
     return load_config(args.config, values)
 
 
+TEXT_OPTIONS = {"custom_id"}
+"""Teacher options taken as written, not read as YAML."""
+
+
 def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
     """--model / --base-url / --temperature and repeated --option key=value (YAML values)."""
     import yaml
@@ -93,10 +97,14 @@ def teacher_options(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--option expects key=value, got {item!r}")
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        name = key.strip().replace("-", "_")
+        # A custom_id pattern is text ("{split}-{row}" would read as YAML flow mapping).
+        options[name] = value if name in TEXT_OPTIONS else yaml.safe_load(value)
     for name in ("model", "base_url", "temperature", "concurrency"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
+    if getattr(args, "retry_failed", False):
+        options["retry_failed"] = True
     return options
 
 
@@ -141,10 +149,21 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         )
         for reason, count in s.get("failures", {}).items():
             print(f"  failed requests: {count} x {reason}")
+        if s.get("failed_ids"):
+            more = sum(s["failures"].values()) - len(s["failed_ids"])
+            print(
+                f"  failed rows: {', '.join(s['failed_ids'])}{f' and {more} more' if more > 0 else ''}"
+            )
     usage = summary["usage"]
     print(
         f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion; cost ${usage['cost_usd']:.4f}"
     )
+    batches = summary.get("backend", {})
+    if batches.get("batches_created") or batches.get("batches_resumed"):
+        print(
+            f"batches: created {', '.join(batches['batches_created']) or 'none'}; resumed "
+            f"{', '.join(batches['batches_resumed']) or 'none'} (ids kept in {batches['state']})"
+        )
     if "stopped" in summary:
         print(f"stopped: {summary['stopped']} (everything answered is stored; rerun to continue)")
     return 0
@@ -332,6 +351,12 @@ def add_teacher_flags(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="other teacher options, e.g. style=chat, max_tokens=256, api_key_env=MY_KEY, requests_per_minute=60",
     )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="openai-batch: ask the requests that failed in the batch again on the normal API "
+        "(else a rerun puts them in a new batch)",
+    )
 
 
 def add_run_teacher_flags(parser: argparse.ArgumentParser) -> None:
@@ -371,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--teacher",
         default="replay",
-        help="replay (the task's stored outputs), openai, hf, store, or an alias",
+        help="replay (the task's stored outputs, or a Batch API output file: --option "
+        "batch_output=FILE), openai, openai-batch (the Batch API, half price), hf, store, or an alias",
     )
     p.add_argument("--output", help="output folder (default annotations/<task>-<teacher>)")
     p.add_argument("--splits", default="train,valid,test")

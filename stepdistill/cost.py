@@ -4,6 +4,10 @@ Prices are US dollars per million tokens, prompt and completion apart, by model 
 The built-in table is a starting point that goes stale; pass your own YAML or JSON
 file (``{model: {prompt: 0.15, completion: 0.60}}``) to ``load_prices``. A model
 missing from the table costs 0 (a local server), and the summary says so.
+
+Requests sent through a batch API are priced by ``batch_prices``: an entry's own
+``batch_prompt`` / ``batch_completion`` where it has them, else half the normal price
+(OpenAI's Batch API discount).
 """
 
 from __future__ import annotations
@@ -42,8 +46,25 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, float]]:
         prices[str(model)] = {
             "prompt": float(entry["prompt"]),
             "completion": float(entry["completion"]),
+            **{k: float(entry[k]) for k in ("batch_prompt", "batch_completion") if k in entry},
         }
     return prices
+
+
+BATCH_DISCOUNT = 0.5
+"""A batch API request costs this share of the normal price, unless the table says."""
+
+
+def batch_prices(prices: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The table for requests sent through a batch API: each entry's ``batch_prompt`` /
+    ``batch_completion``, else the normal price times ``BATCH_DISCOUNT``."""
+    return {
+        model: {
+            "prompt": entry.get("batch_prompt", entry["prompt"] * BATCH_DISCOUNT),
+            "completion": entry.get("batch_completion", entry["completion"] * BATCH_DISCOUNT),
+        }
+        for model, entry in prices.items()
+    }
 
 
 def price_of(
@@ -82,27 +103,49 @@ class Budget:
     """Stop once this many USD are spent (new requests only; stored ones are free)."""
     max_tokens: int | None = None
     """Stop once this many tokens (prompt + completion) are spent."""
+    live_prices: dict[str, dict[str, float]] | None = None
+    """Prices of requests reserved with ``live=True`` when ``prices`` are batch prices (a
+    batch run's failed rows retried on the normal API); None: ``prices`` for all."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    live_prompt_tokens: int = 0
+    """The part of ``prompt_tokens`` priced at ``live_prices`` (with ``live_completion_tokens``)."""
+    live_completion_tokens: int = 0
     requests: int = 0
-    reserved: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
-    """Request id -> (prompt, completion) tokens held for a request in flight."""
+    reserved: dict[int, tuple[int, int, bool]] = field(default_factory=dict, repr=False)
+    """Request id -> (prompt, completion) tokens held for a request in flight, and
+    whether it is priced at ``live_prices``."""
     _hit: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def reserve(self, request: object, prompt_tokens: int, completion_tokens: int) -> bool:
+    def reserve(
+        self,
+        request: object,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        live: bool = False,
+        force: bool = False,
+    ) -> bool:
         """Hold a request's most before it starts; False when spending it could pass a
         limit. With nothing else held that means the budget is spent (``stopped`` says
-        so); otherwise the caller may wait for the requests in flight to settle."""
+        so); otherwise the caller may wait for the requests in flight to settle.
+        ``live``: priced at ``live_prices``. ``force``: held whatever the limits (a
+        request already sent, e.g. in a batch that a killed run submitted)."""
         with self._lock:
-            held_prompt = sum(p for p, _ in self.reserved.values()) + prompt_tokens
-            held_completion = sum(c for _, c in self.reserved.values()) + completion_tokens
-            tokens = self.tokens + held_prompt + held_completion
-            cost = price_of(
-                self.prompt_tokens + held_prompt,
-                self.completion_tokens + held_completion,
-                self.model,
-                self.prices,
+            prompt, completion, live_prompt, live_completion = self._held()
+            if live:
+                live_prompt, live_completion = (
+                    live_prompt + prompt_tokens,
+                    live_completion + completion_tokens,
+                )
+            prompt, completion = prompt + prompt_tokens, completion + completion_tokens
+            tokens = self.tokens + prompt + completion
+            cost = self._cost(
+                self.prompt_tokens + prompt,
+                self.completion_tokens + completion,
+                self.live_prompt_tokens + live_prompt,
+                self.live_completion_tokens + live_completion,
             )
             over = (
                 "tokens"
@@ -111,19 +154,46 @@ class Budget:
                 if self.max_cost is not None and cost > self.max_cost
                 else None
             )
-            if over is not None:
+            if over is not None and not force:
                 if not self.reserved:
                     self._hit = self._hit or over
                 return False
-            self.reserved[id(request)] = (prompt_tokens, completion_tokens)
+            self.reserved[id(request)] = (prompt_tokens, completion_tokens, live)
             return True
+
+    def release(self, request: object) -> None:
+        """Drop a request's hold without counting it (it was never billed)."""
+        with self._lock:
+            self.reserved.pop(id(request), None)
+
+    def _held(self) -> tuple[int, int, int, int]:
+        """Tokens held for requests in flight: (prompt, completion) in all and the live part."""
+        held = list(self.reserved.values())
+        return (
+            sum(p for p, _, _ in held),
+            sum(c for _, c, _ in held),
+            sum(p for p, _, live in held if live),
+            sum(c for _, c, live in held if live),
+        )
 
     def add(self, usage: dict[str, int], request: object | None = None) -> None:
         with self._lock:
-            self.reserved.pop(id(request), None)
-            self.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
-            self.completion_tokens += int(usage.get("completion_tokens", 0) or 0)
+            _, _, live = self.reserved.pop(id(request), (0, 0, False))
+            prompt = int(usage.get("prompt_tokens", 0) or 0)
+            completion = int(usage.get("completion_tokens", 0) or 0)
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            if live:
+                self.live_prompt_tokens += prompt
+                self.live_completion_tokens += completion
             self.requests += 1
+
+    def _cost(self, prompt: int, completion: int, live_prompt: int, live_completion: int) -> float:
+        if self.live_prices is None:
+            return price_of(prompt, completion, self.model, self.prices)
+        return price_of(
+            prompt - live_prompt, completion - live_completion, self.model, self.prices
+        ) + price_of(live_prompt, live_completion, self.model, self.live_prices)
 
     @property
     def tokens(self) -> int:
@@ -131,7 +201,12 @@ class Budget:
 
     @property
     def cost(self) -> float:
-        return price_of(self.prompt_tokens, self.completion_tokens, self.model, self.prices)
+        return self._cost(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.live_prompt_tokens,
+            self.live_completion_tokens,
+        )
 
     @property
     def stopped(self) -> str | None:

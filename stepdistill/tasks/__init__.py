@@ -101,6 +101,11 @@ class Task:
     teacher_output_field: str | None = None
     """Where a teacher-outputs file holds the continuation: ``None`` for a JSON list of
     strings; a field name (e.g. ``gen_label``) for a JSON list of objects or a JSONL file."""
+    teacher_custom_id: str | None = None
+    """When a teacher-outputs file is a Batch API output file: how its ``custom_id`` names a
+    row, a template (``{split}-{row}``; fields task, split, row, sample) or a regex with a
+    group ``(?P<row>...)``. Default: ``{task}-{split}-{row}-{sample}``, what
+    ``--teacher openai-batch`` writes."""
     teacher_name: str | None = None
     """Who wrote the stored teacher outputs (e.g. ``palm``, ``llama3``): the replay teacher
     is then called ``<teacher_name>-replay`` (its annotations folder, summaries and tables
@@ -193,6 +198,9 @@ class Task:
             ):
                 if value is not None and not isinstance(value, str):
                     raise fail(f.name, "a field name", value)
+            elif f.name == "teacher_custom_id":
+                if value is not None and not isinstance(value, str):
+                    raise fail(f.name, "a custom_id template or regex", value)
             elif f.name == "files":
                 if not isinstance(value, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()

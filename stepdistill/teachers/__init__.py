@@ -12,6 +12,7 @@ import importlib
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..data import Example
@@ -58,6 +59,14 @@ class Teacher:
     """Longest answer it writes, in tokens (for cost estimates); None: unknown."""
     retries: int | None = None
     """Attempts repeated so far (after a 429, 5xx, timeout ...); None: it never retries."""
+    batch: bool = False
+    """Asks through a batch API: priced at batch prices (``cost.batch_prices``)."""
+
+    folder: Path | None = None
+    """Set by ``annotate``: the annotation (response store) folder, where a backend may
+    keep state across runs (a submitted batch's id). Never a secret."""
+    quiet: bool = False
+    """Set by ``annotate``: no progress bars of the backend's own."""
 
     budget: Any = None
     """The run's ``cost.Budget``, set by ``annotate``: a backend that asks several requests
@@ -75,6 +84,14 @@ class Teacher:
         """Its tokenizer, where it has one (for exact token counts); None otherwise."""
         return None
 
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Announce the whole run's requests before ``complete`` is called split by split:
+        a batch backend sends them all in one batch. Others ignore it."""
+
+    def account(self) -> dict[str, Any]:
+        """What the backend adds to the summary (the batches it sent); {} for none."""
+        return {}
+
     def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
         """Yield one completion per request (in any order), as each one is ready."""
         raise NotImplementedError
@@ -85,6 +102,7 @@ BACKENDS: dict[str, str] = {
     "replay": "stepdistill.teachers.replay:ReplayTeacher",
     "store": "stepdistill.teachers.store:StoreTeacher",
     "openai": "stepdistill.teachers.openai:OpenAITeacher",
+    "openai-batch": "stepdistill.teachers.openai_batch:OpenAIBatchTeacher",
     "hf": "stepdistill.teachers.hf:HFTeacher",
 }
 # Friendly names for a backend with preset options.

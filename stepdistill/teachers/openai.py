@@ -233,15 +233,48 @@ class OpenAITeacher(Teacher):
             self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name)
         return self._tokenizer
 
+    def check_key(self) -> None:
+        """Checked when asking, not when built: estimates and fully stored reruns need no key."""
+        if self.base_url is None and not os.environ.get(self.api_key_env):
+            raise ValueError(
+                f"the {self.name} teacher needs an API key in ${self.api_key_env} (or a base_url of a local server)"
+            )
+
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body of one request (chat: ``messages``; completions: ``prompt``)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.stop:
+            body["stop"] = self.stop
+        if self.seed is not None and self.temperature > 0:
+            body["seed"] = self.seed + request.sample
+        if self.style == "chat":
+            body["messages"] = (
+                [{"role": "system", "content": self.system}] if self.system else []
+            ) + [{"role": "user", "content": request.prompt}]
+        else:
+            body["prompt"] = request.prompt
+        return body
+
+    def counted_usage(self, request: Request, text: str) -> dict[str, int]:
+        """Token counts for a server that reports no usage, marked ``estimated`` without
+        a tokenizer."""
+        tokenizer = self._tokenizer  # loaded before the run; never load in the loop
+        return {
+            "prompt_tokens": count_tokens(request.prompt, tokenizer),
+            # At most max_tokens: the server was asked for no more.
+            "completion_tokens": min(count_tokens(text, tokenizer), self.max_tokens),
+            **({} if tokenizer is not None else {"estimated": 1}),
+        }
+
     def complete(self, requests: Sequence[Request]) -> Answers:
         """Completions as they arrive (an iterator). Stopping early: ``finish()`` lets the
         requests in flight end and returns their answers (they are paid for); ``close()``
         cancels them."""
-        # Checked here, not when built: estimates and fully stored reruns need no key.
-        if self.base_url is None and not os.environ.get(self.api_key_env):
-            raise ValueError(
-                f"the openai teacher needs an API key in ${self.api_key_env} (or a base_url of a local server)"
-            )
+        self.check_key()
         self.tokenizer()
         answers = Answers()
         loop = asyncio.new_event_loop()
@@ -325,7 +358,8 @@ class OpenAITeacher(Teacher):
         if self.budget is None:
             return True
         prompt_tokens = count_tokens(request.prompt, self._tokenizer)
-        while not self.budget.reserve(request, prompt_tokens, self.max_tokens):
+        # live: priced at the normal rate even where the budget holds batch prices.
+        while not self.budget.reserve(request, prompt_tokens, self.max_tokens, live=True):
             if self.budget.stopped is not None or answers.draining.is_set():
                 return False
             await asyncio.sleep(0.02)
@@ -406,24 +440,13 @@ class OpenAITeacher(Teacher):
             return Completion(request, None, error=describe(error, key))
 
     async def _call(self, client: Any, request: Request) -> tuple[str, dict[str, int]]:
-        params: dict[str, Any] = {
-            "model": self.model,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        if self.stop:
-            params["stop"] = self.stop
-        if self.seed is not None and self.temperature > 0:
-            params["seed"] = self.seed + request.sample
+        body = self.request_body(request)
         if self.style == "chat":
-            messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
-                {"role": "user", "content": request.prompt}
-            ]
-            response = await client.chat.completions.create(messages=messages, **params)
+            response = await client.chat.completions.create(**body)
             choices = getattr(response, "choices", None)
             text = choices[0].message.content if choices else None
         else:
-            response = await client.completions.create(prompt=request.prompt, **params)
+            response = await client.completions.create(**body)
             choices = getattr(response, "choices", None)
             text = choices[0].text if choices else None
         if not isinstance(text, str):
@@ -438,11 +461,5 @@ class OpenAITeacher(Teacher):
             }
         else:
             # No usage reported (some servers): count, and say whether it is exact.
-            tokenizer = self._tokenizer  # loaded before the run; never load in the loop
-            counts = {
-                "prompt_tokens": count_tokens(request.prompt, tokenizer),
-                # At most max_tokens: the server was asked for no more.
-                "completion_tokens": min(count_tokens(text, tokenizer), self.max_tokens),
-                **({} if tokenizer is not None else {"estimated": 1}),
-            }
+            counts = self.counted_usage(request, text)
         return text, counts

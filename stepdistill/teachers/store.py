@@ -261,6 +261,7 @@ class CachingTeacher(Teacher):
         self.name = backend.name
         self.temperature = backend.temperature
         self.max_tokens = backend.max_tokens
+        self.batch = backend.batch
         self.identity = backend_identity(backend)
         self.hits = 0
         """Requests answered from the store."""
@@ -284,6 +285,22 @@ class CachingTeacher(Teacher):
     def budget(self, value: Any) -> None:
         self.backend.budget = value
 
+    @property  # type: ignore[override]
+    def folder(self) -> Path | None:
+        return self.backend.folder
+
+    @folder.setter
+    def folder(self, value: Path | None) -> None:
+        self.backend.folder = value
+
+    @property  # type: ignore[override]
+    def quiet(self) -> bool:
+        return self.backend.quiet
+
+    @quiet.setter
+    def quiet(self, value: bool) -> None:
+        self.backend.quiet = value
+
     def tokenizer(self) -> Any:
         return self.backend.tokenizer()
 
@@ -293,6 +310,19 @@ class CachingTeacher(Teacher):
 
     def key(self, request: Request) -> str:
         return request_key(self.identity, request.prompt, request.sample)
+
+    def account(self) -> dict[str, Any]:
+        return self.backend.account()
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Hand the backend what is not stored yet, each distinct request once."""
+        waiting: dict[str, Request] = {}
+        for request in requests:
+            key = self.key(request)
+            if key not in waiting and not self.store.has(key):
+                waiting[key] = request
+        if waiting:
+            self.backend.submit(list(waiting.values()))
 
     def complete(self, requests: Sequence[Request]) -> Iterator[Completion]:
         keys = {id(request): self.key(request) for request in requests}
