@@ -247,3 +247,22 @@ def test_a_model_that_is_not_a_language_model_is_refused_in_one_line(tmp_path):
         load_student(str(tmp_path))
     message = str(error.value)
     assert "\n" not in message and str(tmp_path) in message
+
+
+def test_the_tiny_gemmas_eager_attention_with_the_packing_mask_gives_the_sdpa_loss(tiny_gemma):
+    """Compiled training runs eager attention over the packing's mask made additive: the
+    same loss as SDPA for Gemma 3's sliding and full attention layers too."""
+    from test_train import rows_for
+
+    model, tokenizer = load_student(str(tiny_gemma))
+    model.eval()
+    rows = rows_for(tokenizer, "dss", False)
+    groups = [
+        collate(g, tokenizer.pad_token_id, False) for g in micro_batches(rows, 4096, False, 96)
+    ]
+    assert any(g["attention_mask"].dim() == 4 for g in groups)
+    with torch.no_grad():
+        sdpa = step_loss(model, groups, 1.0, backward=False)["loss"]
+        model.set_attn_implementation("eager")
+        eager = step_loss(model, groups, 1.0, backward=False)["loss"]
+    assert eager == pytest.approx(sdpa, rel=1e-5)
