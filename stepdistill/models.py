@@ -66,8 +66,8 @@ GEMMA3_CHAT_TEMPLATE = (
     "    {{'<start_of_turn>model\\n'}}\n"
     "{%- endif -%}\n"
 )
-"""Gemma 3's chat template, as Google's ``google/gemma-3-270m-it`` tokenizer ships it
-(the GGUF in the package carries none): ``<bos>``, then ``<start_of_turn>user`` /
+"""Gemma 3's chat template, as Google's Gemma 3 ``-it`` tokenizers ship it (written from
+published copies of it; the GGUF in the package carries none): ``<bos>``, then ``<start_of_turn>user`` /
 ``<start_of_turn>model`` turns closed by ``<end_of_turn>``; a system message becomes
 the first user turn's opening paragraph."""
 
