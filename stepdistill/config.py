@@ -39,7 +39,8 @@ class TrainConfig:
     | label-first-split (the same target; its label tokens feed L_label, the rest L_rationale).
     The table of modes is ``stepdistill/modes.py``."""
     student: str = "smollm2-135m"
-    """Built-in student, local HF model folder, or hub id."""
+    """Built-in student (smollm2-135m, gemma3-270m: ``models.BUILTIN_STUDENTS``), local HF
+    model folder, or hub id."""
     teacher: str = "replay"
     """Teacher whose rationales (and labels, for distill) are used: replay (the task's
     stored outputs; called after them, e.g. palm-replay), openai, hf, store."""

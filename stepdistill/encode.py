@@ -42,9 +42,22 @@ def encode_prompt(
     ids = head + body[-budget:] + tail
     if seq2seq:
         ids = ids + [tokenizer.eos_token_id]
-    elif getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None:
+    elif adds_bos(tokenizer):
         ids = [tokenizer.bos_token_id] + ids
     return ids
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer starts every text with its BOS token: its ``add_bos_token``
+    says so, or its post-processor writes one (a Gemma tokenizer saved and reloaded by
+    transformers 5 loses ``add_bos_token`` but still writes ``<bos>``; Gemma without it
+    answers badly)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    if getattr(tokenizer, "add_bos_token", False):
+        return True
+    return list(tokenizer.encode("", add_special_tokens=True))[:1] == [bos]
 
 
 def encode_target(tokenizer: Any, text: str, max_tokens: int) -> list[int]:

@@ -129,6 +129,11 @@ def card_body(
         f"Distilling step-by-step ([Hsieh et al., 2023]({PAPER})), on the task `{task.name}`"
         + (f": {task.description}" if task.description else "."),
         "",
+    ]
+    builtin = BUILTIN_STUDENTS.get(config.student)
+    if builtin and builtin.notice:
+        lines += [builtin.notice, ""]
+    lines += [
         "## Results",
         "",
     ]
@@ -198,8 +203,10 @@ def card_body(
         lines.append("    ids += [tokenizer.eos_token_id]")
     else:
         lines += [
-            '    if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None:',
-            "        ids = [tokenizer.bos_token_id] + ids",
+            "    bos = tokenizer.bos_token_id",
+            '    if bos is not None and (getattr(tokenizer, "add_bos_token", False) '
+            'or tokenizer.encode("")[:1] == [bos]):',
+            "        ids = [bos] + ids",
         ]
     lines += [
         "    output = model.generate(torch.tensor([ids]))[0]",

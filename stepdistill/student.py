@@ -18,7 +18,7 @@ from typing import Any
 
 from .data import DataError, format_input
 from .device import resolve_device, use_bf16
-from .encode import is_seq2seq
+from .encode import adds_bos, is_seq2seq
 from .inference import (
     best_candidate,
     candidate_labels,
@@ -332,7 +332,8 @@ class Student:
             if self.seq2seq:
                 return ids + [self.tokenizer.eos_token_id]
             bos = self.tokenizer.bos_token_id
-            if getattr(self.tokenizer, "add_bos_token", False) and bos is not None:
+            # A chat template may write the BOS itself (Gemma's does): never two of them.
+            if adds_bos(self.tokenizer) and ids[:1] != [bos]:
                 ids = [bos] + ids
             return ids or [bos if bos is not None else self.tokenizer.eos_token_id]
 

@@ -15,7 +15,7 @@ from tiny_run import TASK, make_run, train_command
 
 from stepdistill.cli import main
 from stepdistill.config import TrainConfig
-from stepdistill.hub_export import front_matter
+from stepdistill.hub_export import card_body, default_license, front_matter
 from stepdistill.run_folder import load_run, save_run_files
 from stepdistill.tasks import normalize_label, task_from_dict
 
@@ -157,6 +157,15 @@ def test_builtin_student_names_its_hub_model(tiny_causal, tmp_path):
     meta = front_matter(run, {"test_accuracy": 0.5}, False, "n", ["tiny-nli"], "apache-2.0")
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
+
+
+def test_a_gemma_student_card_names_gemma_and_its_terms(tiny_causal, tmp_path):
+    run = load_run(make_run(tiny_causal, tmp_path / "run"))
+    run = dataclasses.replace(run, config=dataclasses.replace(run.config, student="gemma3-270m"))
+    meta = front_matter(run, {}, False, "n", ["tiny-nli"], default_license("gemma3-270m"))
+    assert meta["base_model"] == "google/gemma-3-270m" and meta["license"] == "gemma"
+    body = card_body(run, {}, False, "n", 8)
+    assert "Gemma Terms of Use found at ai.google.dev/gemma/terms" in body
 
 
 def test_seq2seq_run_is_text2text(tiny_seq2seq, tmp_path, capsys):
