@@ -76,7 +76,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N test examples (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quants", default="f16,bf16,q8_0,q4_k_m")
-    parser.add_argument("--text-prompt", default="f16", help="quant of the Ollama-route row ('' for none)")
+    parser.add_argument(
+        "--text-prompt", default="f16", help="quant of the Ollama-route row ('' for none)"
+    )
     parser.add_argument("--fp32", action="store_true", help="also time the Student on fp32 weights")
     parser.add_argument("--work", help="folder for the GGUF exports (default: a temporary one)")
     parser.add_argument("--output", help="also write the rows as JSON here")
@@ -106,7 +108,8 @@ def main() -> None:
                 "weights": weights,
                 "bytes": size,
                 "accuracy": accuracy(run.task, labels, gold),
-                "agreement": sum(a == b for a, b in zip(labels, reference, strict=True)) / len(labels),
+                "agreement": sum(a == b for a, b in zip(labels, reference, strict=True))
+                / len(labels),
                 "examples_per_s": len(labels) / seconds,
                 "labels": labels,
             }
@@ -118,14 +121,16 @@ def main() -> None:
             flush=True,
         )
 
-    model_bytes = sum(f.stat().st_size for f in (Path(args.run_dir) / "model").glob("*.safetensors"))
+    model_bytes = sum(
+        f.stat().st_size for f in (Path(args.run_dir) / "model").glob("*.safetensors")
+    )
     student = Student.load(args.run_dir, batch_size=1, threads=args.threads)
     precision = "bf16" if student.bf16 else "fp32"
-    labels, seconds = timed(lambda t: [p.label for p in student.predict(t)], texts)
+    labels, seconds = timed(lambda t, s=student: [p.label for p in s.predict(t)], texts)
     add("Student (PyTorch)", precision, model_bytes // (2 if student.bf16 else 1), labels, seconds)
     if args.fp32 and student.bf16:
         fp32 = Student.load(args.run_dir, batch_size=1, threads=args.threads, bf16=False)
-        labels, seconds = timed(lambda t: [p.label for p in fp32.predict(t)], texts)
+        labels, seconds = timed(lambda t, s=fp32: [p.label for p in s.predict(t)], texts)
         add("Student (PyTorch)", "fp32", model_bytes, labels, seconds)
         del fp32
     del student
@@ -142,7 +147,7 @@ def main() -> None:
         if quant == args.text_prompt:
             modelfile = (folder / "Modelfile").read_text(encoding="utf-8")
             labels, seconds = timed(
-                lambda t, e=engine: text_prompt_labels(e, modelfile, t), texts
+                lambda t, e=engine, m=modelfile: text_prompt_labels(e, m, t), texts
             )
             add("llama.cpp (Ollama template)", quant, file.stat().st_size, labels, seconds)
         engine.close()
@@ -155,7 +160,9 @@ def main() -> None:
         f"(recorded test accuracy: {json.loads((Path(args.run_dir) / 'metrics.json').read_text()).get('test_accuracy')})"
     )
     print()
-    print("| engine | weights | file | accuracy | labels = Student's | examples/s | speed vs Student |")
+    print(
+        "| engine | weights | file | accuracy | labels = Student's | examples/s | speed vs Student |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(

@@ -222,7 +222,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "gguf":
         if args.push_to_hub:
             raise ValueError("--push-to-hub uploads a model folder: use it with --format hf")
-        print(json.dumps(export_gguf(args.source, args.output, quant=args.quant or "f16"), indent=2))
+        print(
+            json.dumps(export_gguf(args.source, args.output, quant=args.quant or "f16"), indent=2)
+        )
         return 0
     if args.format == "hf":
         summary = export_hf(

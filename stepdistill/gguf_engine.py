@@ -50,7 +50,9 @@ class GGUFStudent:
     """New tokens for a label (the mode's label budget, as ``inference.predict``)."""
 
     @classmethod
-    def load(cls, run_dir: str | Path, gguf_file: str | Path, threads: int | None = None) -> GGUFStudent:
+    def load(
+        cls, run_dir: str | Path, gguf_file: str | Path, threads: int | None = None
+    ) -> GGUFStudent:
         """The run folder ``run_dir`` (its task, mode and tokenizer) with the weights of
         ``gguf_file``; ``threads``: llama.cpp's CPU threads (default: its own choice)."""
         llama_cpp = import_llama_cpp()
@@ -65,7 +67,9 @@ class GGUFStudent:
             raise FileNotFoundError(f"{gguf_file}: no such GGUF file")
         mode = get_mode(config.mode)
         budget = mode.label_budget(run.task.max_label_tokens, config.max_rationale_tokens)
-        options: dict[str, Any] = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
+        options: dict[str, Any] = (
+            {"n_threads": threads, "n_threads_batch": threads} if threads else {}
+        )
         llama = llama_cpp.Llama(
             model_path=str(gguf_file),
             n_ctx=config.max_input_tokens + budget + 8,

@@ -54,15 +54,15 @@ def check_supported(model_dir: Path) -> dict[str, Any]:
             f"{model_dir}: a seq2seq ({kind}) student; GGUF export supports decoder-only "
             "llama-architecture students (such as smollm2-135m): use --format hf"
         )
-    if kind != "llama" or config.get("architectures", ["LlamaForCausalLM"]) != [
-        "LlamaForCausalLM"
-    ]:
+    if kind != "llama" or config.get("architectures", ["LlamaForCausalLM"]) != ["LlamaForCausalLM"]:
         raise GGUFExportError(
             f"{model_dir}: a {kind} student; GGUF export supports llama-architecture "
             "students (model_type llama, such as smollm2-135m): use --format hf"
         )
     if config.get("hidden_act", "silu") != "silu":
-        raise GGUFExportError(f"{model_dir}: hidden_act {config['hidden_act']}; llama.cpp's llama uses silu")
+        raise GGUFExportError(
+            f"{model_dir}: hidden_act {config['hidden_act']}; llama.cpp's llama uses silu"
+        )
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", "linear"):
         raise GGUFExportError(
@@ -110,7 +110,9 @@ def add_tokenizer(writer: Any, tokenizer: Any, model_dir: Path, vocab_size: int)
     import gguf
 
     tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    pre = pre_tokenizer(tokenizer_json, bool(getattr(tokenizer, "clean_up_tokenization_spaces", False)))
+    pre = pre_tokenizer(
+        tokenizer_json, bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+    )
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise GGUFExportError(f"the tokenizer has ids beyond the model's vocab_size {vocab_size}")
@@ -268,9 +270,7 @@ def quantize_q4_k_m(source: Path, target: Path, threads: int | None = None) -> N
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     params.nthread = threads or 0
-    status = llama_cpp.llama_model_quantize(
-        str(source).encode(), str(target).encode(), params
-    )
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
     if status != 0:
         raise GGUFExportError(f"llama.cpp's quantizer failed on {source} (status {status})")
 
@@ -288,7 +288,7 @@ def modelfile(gguf_name: str, stop: list[str], max_new_tokens: int, context: int
         f"FROM ./{gguf_name}",
         "",
         "# stepdistill's label prompt: `[label] <input>` and a newline; greedy decoding.",
-        '# The input is the task\'s input template filled with a record (stepdistill predict does that).',
+        "# The input is the task's input template filled with a record (stepdistill predict does that).",
         f'TEMPLATE """{template}"""',
         'SYSTEM """"""',
         "PARAMETER temperature 0",
