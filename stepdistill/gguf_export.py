@@ -74,11 +74,11 @@ def check_supported(model_dir: Path) -> dict[str, Any]:
 
 def pre_tokenizer(tokenizer_json: dict[str, Any], clean_up: bool) -> str:
     """llama.cpp's name (``tokenizer.ggml.pre``) for the tokenizer's pre-tokenizer: the
-    regex that splits text before BPE. A byte-level BPE with GPT-2's regex is ``gpt2``;
+    regex that splits text before BPE. A byte-level BPE with GPT-2's regex is ``gpt-2``;
     with single digits split first (Hugging Face's SmolLM2) it is ``smollm``. A
     byte-level tokenizer whose vocabulary has no token mixing a digit with anything else
     tokenizes the same either way; it gets ``smollm`` too when it does not clean up
-    spaces on decoding, since llama.cpp's ``gpt2`` removes the space before ``.,!?``
+    spaces on decoding, since llama.cpp's ``gpt-2`` removes the space before ``.,!?``
     and its ``smollm`` does not."""
     model = tokenizer_json.get("model") or {}
     if model.get("type") != "BPE":
@@ -98,7 +98,7 @@ def pre_tokenizer(tokenizer_json: dict[str, Any], clean_up: bool) -> str:
     if kinds != ["ByteLevel"]:
         raise GGUFExportError(f"pre-tokenizer {kinds}; GGUF export supports byte-level BPE")
     digit_merges = any(re.search(r"[0-9]", t) and len(t) > 1 for t in model.get("vocab", {}))
-    return "gpt2" if digit_merges or clean_up else "smollm"
+    return "gpt-2" if digit_merges or clean_up else "smollm"
 
 
 # ----------------------------------------------------------------------------- tokenizer
