@@ -142,7 +142,7 @@ def main() -> None:
             export_gguf(args.run_dir, folder, quant=quant)
         file = next(folder.glob("*.gguf"))
         engine = GGUFStudent.load(args.run_dir, file, threads=args.threads)
-        labels, seconds = timed(lambda t, e=engine: [r["prediction"] for r in e.predict(t)], texts)
+        labels, seconds = timed(lambda t, e=engine: [p.label for p in e.predict(t)], texts)
         add("llama.cpp (token ids)", quant, file.stat().st_size, labels, seconds)
         if quant == args.text_prompt:
             modelfile = (folder / "Modelfile").read_text(encoding="utf-8")

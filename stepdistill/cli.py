@@ -270,6 +270,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         limit=args.limit,
         device=args.device,
         int8=args.int8,
+        engine=args.engine,
+        gguf=args.gguf,
+        threads=args.threads,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -517,6 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="inputs per generate call (default: the run's eval_batch_size)",
     )
     p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        help="torch (default): the run's model; llama.cpp: the GGUF file --gguf exported "
+        "from the run (labels only, one at a time; needs stepdistill[deploy])",
+    )
+    p.add_argument("--gguf", help="llama.cpp: the file `stepdistill export --format gguf` wrote")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the engine's choice)")
     add_int8_flag(p)
     add_device_flag(p)
     p.set_defaults(func=cmd_predict)

@@ -24,6 +24,7 @@ from .inference import normal_label
 from .models import load_tokenizer
 from .modes import LABEL_PREFIX, Mode, get_mode
 from .run_folder import load_run
+from .student import Prediction, TaskInput, format_item
 from .tasks import Task
 
 
@@ -115,11 +116,22 @@ class GGUFStudent:
         llama-cpp-python's finaliser can fail)."""
         self.llama.close()
 
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """``{"prediction", "raw"}`` per formatted input, one at a time (batch 1)."""
-        results = []
+    def format(self, item: TaskInput, where: str = "input") -> str:
+        """The model input for a record or a formatted text (as ``Student.format``)."""
+        return format_item(self.task, self.mode, item, where)
+
+    def check_rationale(self) -> None:
+        raise ValueError("the llama.cpp engine writes labels only: drop --rationale")
+
+    def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
+        """Labels for records or formatted inputs, one at a time (batch 1), as
+        ``Student.predict`` gives them (labels only)."""
+        if rationale:
+            self.check_rationale()
+        texts = [self.format(item, f"input {index}") for index, item in enumerate(inputs)]
+        predictions = []
         for text in texts:
             raw = self.complete(self.prompt(text))
             label = normal_label(self.task, self.mode.layout.label_of(raw))
-            results.append({"prediction": label, "raw": raw})
-        return results
+            predictions.append(Prediction(label=label, raw=raw))
+        return predictions
