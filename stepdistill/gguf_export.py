@@ -19,9 +19,11 @@ default SmolLM2) are supported; anything else is refused before a byte is writte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -256,17 +258,22 @@ def write_gguf(
     return {"tensors": count, "pre_tokenizer": pre}
 
 
+def check_quantizer() -> None:
+    """A one-line GGUFExportError unless llama.cpp's quantizer (llama-cpp-python) is there."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise GGUFExportError(
+            "--quant q4_k_m runs llama.cpp's quantizer: pip install 'stepdistill[deploy]' "
+            "(llama-cpp-python), or export f16 and run llama.cpp's llama-quantize on it"
+        )
+
+
 def quantize_q4_k_m(source: Path, target: Path, threads: int | None = None) -> None:
     """llama.cpp's own quantizer (``llama_model_quantize``) from an f16 file: K-quants need
     it (``gguf`` writes no K-quants). Matrices whose rows are not a multiple of 256
     (SmolLM2's 576) get llama.cpp's fallback type, as ``llama-quantize`` does."""
-    try:
-        import llama_cpp
-    except ImportError:
-        raise GGUFExportError(
-            "--quant q4_k_m runs llama.cpp's quantizer: pip install 'stepdistill[deploy]' "
-            "(llama-cpp-python), or export f16 and run llama.cpp's llama-quantize on it"
-        ) from None
+    check_quantizer()
+    import llama_cpp
+
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     params.nthread = threads or 0
@@ -323,15 +330,18 @@ def export_gguf(run_dir: str | Path, output: str | Path, quant: str = "f16") -> 
     check_trained(path)
     model_dir = path / "model"
     check_supported(model_dir)
+    if quant == "q4_k_m":
+        check_quantizer()
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: exists and is not an empty folder; give a new --output")
     run = load_run(path)
     name = path.resolve().name
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
     file = f"{name}-{quant}.gguf"
     model, tokenizer = load_student(str(model_dir))
+    shutil.rmtree(tmp, ignore_errors=True)  # a crashed export's leftovers
+    tmp.mkdir(parents=True)
     try:
         if quant == "q4_k_m":
             half = tmp / f"{name}-f16.gguf"
@@ -347,9 +357,7 @@ def export_gguf(run_dir: str | Path, output: str | Path, quant: str = "f16") -> 
         context = run.config.max_input_tokens + budget
         (tmp / MODELFILE).write_text(modelfile(file, stop, budget, context), encoding="utf-8")
     except BaseException:
-        for leftover in tmp.iterdir():
-            leftover.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
         out.rmdir()

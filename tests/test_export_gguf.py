@@ -275,3 +275,18 @@ def test_predict_with_the_llama_cpp_engine_writes_the_torch_rows(run, tmp_path, 
     torch_rows = (tmp_path / "torch.jsonl").read_text().splitlines()
     assert (tmp_path / "llama.jsonl").read_text().splitlines() == torch_rows
     assert len(torch_rows) == len(INPUTS)
+
+
+def test_q4_k_m_without_llama_cpp_says_what_to_install(run, tmp_path, capsys, monkeypatch):
+    import stepdistill.gguf_export as gguf_export
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        gguf_export.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llama_cpp" else real(name, *a),
+    )
+    out = tmp_path / "q4"
+    argv = ["export", str(run), "--format", "gguf", "--quant", "q4_k_m", "--output", str(out)]
+    assert "pip install 'stepdistill[deploy]'" in error_of(capsys, argv)
+    assert not out.exists()
