@@ -17,6 +17,7 @@ from .data import DataError
 from .device import resolve_device
 from .evaluate import evaluate
 from .export import export_annotations
+from .gguf_export import export_gguf
 from .hub_export import export_hf
 from .models import StudentError
 from .parallel import Processes, launch_rank
@@ -235,6 +236,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
 
+    if args.quant is not None and args.format != "gguf":
+        raise ValueError("--quant picks the GGUF file's precision: use it with --format gguf")
+    if args.format == "gguf":
+        if args.push_to_hub:
+            raise ValueError("--push-to-hub uploads a model folder: use it with --format hf")
+        print(
+            json.dumps(export_gguf(args.source, args.output, quant=args.quant or "f16"), indent=2)
+        )
+        return 0
     if args.format == "hf":
         summary = export_hf(
             args.source,
@@ -279,6 +289,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         limit=args.limit,
         device=args.device,
         int8=args.int8,
+        engine=args.engine,
+        gguf=args.gguf,
+        threads=args.threads,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -459,22 +472,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "export",
         help="a rationale dataset as one JSONL file (default), or a trained run as a "
-        "Hugging Face model folder with a model card (--format hf)",
+        "Hugging Face model folder with a model card (--format hf) or a GGUF file for "
+        "llama.cpp / Ollama with a Modelfile (--format gguf)",
     )
     p.add_argument(
         "source",
         help="jsonl: folder written by annotate (annotations/<task>-<teacher>); "
-        "hf: a finished run folder",
+        "hf, gguf: a finished run folder",
     )
     p.add_argument(
         "--format",
         default="jsonl",
-        choices=["jsonl", "hf"],
+        choices=["jsonl", "hf", "gguf"],
         help="jsonl: the rationale dataset's rows; hf: safetensors weights, tokenizer, "
-        "config.json, generation_config.json and README.md model card",
+        "config.json, generation_config.json and README.md model card; gguf: one GGUF "
+        "file (llama-architecture students) and an Ollama Modelfile",
     )
     p.add_argument(
-        "--output", required=True, help="JSONL file (jsonl) or new, empty folder (hf) to write"
+        "--output",
+        required=True,
+        help="JSONL file (jsonl) or new, empty folder (hf, gguf) to write",
+    )
+    p.add_argument(
+        "--quant",
+        help="gguf: f16 (default), bf16, q8_0 or q4_k_m (q4_k_m runs llama.cpp's "
+        "quantizer: needs stepdistill[deploy])",
     )
     p.add_argument("--splits", default="train,valid,test", help="jsonl: splits to write")
     p.add_argument(
@@ -524,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="inputs per generate call (default: the run's eval_batch_size)",
     )
     p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        help="torch (default): the run's model; llama.cpp: the GGUF file --gguf exported "
+        "from the run (labels only, one at a time; needs stepdistill[deploy])",
+    )
+    p.add_argument("--gguf", help="llama.cpp: the file `stepdistill export --format gguf` wrote")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the engine's choice)")
     add_int8_flag(p)
     add_device_flag(p)
     p.set_defaults(func=cmd_predict)

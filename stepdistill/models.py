@@ -255,7 +255,7 @@ def _converted_builtin(name: str) -> Path:
 
 def load_student(name: str, dtype: Any = None) -> tuple[Any, Any]:
     """(model, tokenizer) for a built-in name, local folder or hub id."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     location = resolve_student(name)
     try:
@@ -274,7 +274,14 @@ def load_student(name: str, dtype: Any = None) -> tuple[Any, Any]:
             f"student {name!r}: a {config.model_type} model is not a {kind} language model "
             "transformers can train (stepdistill trains decoder-only and T5-style students)"
         ) from None
+    return model, load_tokenizer(location)
+
+
+def load_tokenizer(location: str) -> Any:
+    """A student's tokenizer alone (its padding token set as ``load_student`` sets it)."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(location)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer

@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataError, read_records, record_id
+from .gguf_engine import GGUFStudent
 from .io import cut_torn_tail
 from .student import Student
+
+ENGINES = ("torch", "llama.cpp")
+"""``torch``: the run's model through ``Student``; ``llama.cpp``: a GGUF export of it
+(``export --format gguf``) through ``gguf_engine.GGUFStudent``, labels only, batch 1."""
 
 
 def predict(
@@ -34,16 +39,38 @@ def predict(
     progress: bool = True,
     device: str | None = None,
     int8: bool = False,
+    engine: str = "torch",
+    gguf: str | Path | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Append predictions for the records of ``input_path`` not yet in ``output_path``.
+    """Append predictions for the records of ``input_path`` not yet in ``output_path``
+    (``engine`` ``llama.cpp``: by the GGUF file ``gguf`` exported from the run).
 
     Returns ``{"output", "records", "skipped", "predicted"}``.
     """
     from tqdm.auto import tqdm
 
     output_path = Path(output_path)
+    student: Student | GGUFStudent
+    if engine == "llama.cpp":
+        if gguf is None:
+            raise ValueError(
+                "--engine llama.cpp needs --gguf FILE (stepdistill export --format gguf)"
+            )
+        if int8 or device not in (None, "cpu"):
+            raise ValueError(
+                "--engine llama.cpp runs the GGUF file on the CPU: drop --int8 / --device"
+            )
+        student = GGUFStudent.load(run_dir, gguf, threads=threads)
+    elif engine == "torch":
+        if gguf is not None:
+            raise ValueError("--gguf is the llama.cpp engine's file: add --engine llama.cpp")
+        student = Student.load(
+            run_dir, batch_size=batch_size, device=device, int8=int8, threads=threads
+        )
+    else:
+        raise ValueError(f"unknown --engine {engine!r}; choose one of {', '.join(ENGINES)}")
     done = existing_ids(output_path)
-    student = Student.load(run_dir, batch_size=batch_size, device=device, int8=int8)
     if rationale:
         student.check_rationale()  # before any row is read or written
     id_field = student.task.id_field or "id"

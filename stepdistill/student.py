@@ -199,17 +199,7 @@ class Student:
         training); a string is taken as already formatted. Raises ``DataError`` on a
         missing field."""
 
-        if isinstance(item, str):
-            return item
-        if isinstance(item, dict):
-            text = format_input(self.task, item, where)
-            if self.mode_spec.rationale_in_input:
-                # This baseline reads a (teacher's) rationale with the input, as in training.
-                text = with_rationale_input(text, item.get("rationale"))
-            return text
-        raise DataError(
-            f"{where}: expected a string or an object of task fields, got {type(item).__name__}"
-        )
+        return format_item(self.task, self.mode_spec, item, where)
 
     def predict(self, inputs: list[TaskInput], rationale: bool = False) -> list[Prediction]:
         """Labels (and rationales, decoded with the ``[rationale]`` prefix) for a batch
@@ -363,6 +353,22 @@ class Student:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+
+def format_item(task: Task, mode: Mode, item: TaskInput, where: str = "input") -> str:
+    """``Student.format`` for any engine: a record through the task's input template (a
+    ``rationale-input`` mode's rationale appended as in training), text as it is."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        text = format_input(task, item, where)
+        if mode.rationale_in_input:
+            # This baseline reads a (teacher's) rationale with the input, as in training.
+            text = with_rationale_input(text, item.get("rationale"))
+        return text
+    raise DataError(
+        f"{where}: expected a string or an object of task fields, got {type(item).__name__}"
+    )
 
 
 def rationale_from_single(text: str) -> str | None:
