@@ -120,6 +120,8 @@ def main() -> None:
             f"{row['examples_per_s']:.2f} ex/s",
             flush=True,
         )
+        if args.output:  # after every row: a cut-short run keeps what it measured
+            Path(args.output).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2))
 
     model_bytes = sum(
         f.stat().st_size for f in (Path(args.run_dir) / "model").glob("*.safetensors")
