@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from teacher_helpers import SECRET, toy_answer
+from teacher_helpers import SECRET, serving, toy_answer
 
 
 def completion_body(body: dict, chat: bool) -> dict:
@@ -233,12 +233,5 @@ def _handler(state: BatchState) -> type[BaseHTTPRequestHandler]:
 def batch_server(state: BatchState | None = None) -> Iterator[tuple[str, BatchState]]:
     """The scripted Batch API on a free loopback port: (base_url, state)."""
     state = state or BatchState()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(state)) as url:
+        yield url, state

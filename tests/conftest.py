@@ -15,8 +15,23 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STEPDISTILL_DATA", REPO.parent / "shared" / "data"))
 
 
-def tiny_tokenizer():
+def byte_level_bpe(texts: list[str], special_tokens: list[str]):
+    """A 400-token byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def tiny_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     texts = [
@@ -24,15 +39,7 @@ def tiny_tokenizer():
         "entailment neutral contradiction premise hypothesis question choices",
         "Luke scored 84 points after playing 2 rounds of a trivia game. How many points did he score per round?",
     ] * 20
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer = byte_level_bpe(texts, ["<pad>", "</s>", "<unk>"])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )

@@ -220,18 +220,25 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def scripted_server(state: ServerState | None = None) -> Iterator[tuple[str, ServerState]]:
-    """A threaded OpenAI-compatible server on a free loopback port: (base_url, state)."""
-    state = state or ServerState()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served by a threaded HTTP server on a free loopback port: its base_url."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def scripted_server(state: ServerState | None = None) -> Iterator[tuple[str, ServerState]]:
+    """A threaded OpenAI-compatible server on a free loopback port: (base_url, state)."""
+    state = state or ServerState()
+    with serving(_handler(state)) as url:
+        yield url, state
 
 
 def files_containing(folder: Path, needle: str) -> list[Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import byte_level_bpe
 
 from stepdistill import models
 from stepdistill.encode import adds_bos, encode_prompt
@@ -31,22 +32,14 @@ SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>
 def gemma_like_tokenizer():
     """A tiny BPE tokenizer with Gemma's special tokens whose post-processor writes
     ``<bos>`` (as Gemma's does) while ``add_bos_token`` is not saved."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     texts = [
         "[label] [rationale] The answer is ( 84.0 / 2.0 ) 0 1 2 3 4 5 6 7 8 9 + - * / ( ) .",
         "user model Luke scored 84 points after 2 rounds. How many points per round?",
     ] * 20
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer = byte_level_bpe(texts, SPECIAL)
     bos = tokenizer.token_to_id("<bos>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", bos)]
